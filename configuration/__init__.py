@@ -1,0 +1,3 @@
+from .configuration_vaswani import PRESETS, VaswaniConfig
+
+__all__ = ["PRESETS", "VaswaniConfig"]
