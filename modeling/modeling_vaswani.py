@@ -173,8 +173,15 @@ class VaswaniMultiHeadAttention(nn.Module):
     encoder-decoder attention (`is_cross_attention`), whose keys and values are computed once per sequence.
     """
 
-    def __init__(self, config: VaswaniConfig, num_heads: int, layer_idx: int | None = None, *,
-                 is_causal: bool = False, is_cross_attention: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        config: VaswaniConfig,
+        num_heads: int,
+        layer_idx: int | None = None,
+        *,
+        is_causal: bool = False,
+        is_cross_attention: bool = False,
+    ):
         super().__init__()
         self.config = config
         self.h = num_heads
@@ -226,9 +233,15 @@ class VaswaniMultiHeadAttention(nn.Module):
             self.config._attn_implementation, scaled_dot_product_attention
         )
         output, weights = attention(
-            self, q, k, v, attention_mask,
-            scaling=self.scaling, dropout=self.dropout if self.training else 0.0, **kwargs,
-        )  # fmt: skip
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+            **kwargs,
+        )
         output = output.reshape(B, T, self.h * self.d_k)  # (B, T, h, d_k) -> (B, T, d_model): the Concat
         return self.out_proj(output), weights
 
@@ -312,9 +325,12 @@ class VaswaniDecoderLayer(GradientCheckpointingLayer):
         hidden_states = self.encoder_attn_sublayer(
             hidden_states,
             lambda x: self.encoder_attn(
-                x, key_value_states=encoder_hidden_states, attention_mask=encoder_attention_mask,
-                past_key_values=past_key_values, **kwargs,
-            )[0],  # fmt: skip
+                x,
+                key_value_states=encoder_hidden_states,
+                attention_mask=encoder_attention_mask,
+                past_key_values=past_key_values,
+                **kwargs,
+            )[0],
         )
         return self.feed_forward_sublayer(hidden_states, self.feed_forward)  # (B, T, d_model)
 
@@ -374,8 +390,14 @@ class VaswaniPreTrainedModel(PreTrainedModel):
                 shutil.copyfile(source, Path(save_directory) / source.name)
 
 
-def embed(embed_tokens: nn.Embedding, positions: nn.Module, input_ids: torch.Tensor, past_length: int,
-          config: VaswaniConfig, training: bool) -> torch.Tensor:  # fmt: skip
+def embed(
+    embed_tokens: nn.Embedding,
+    positions: nn.Module,
+    input_ids: torch.Tensor,
+    past_length: int,
+    config: VaswaniConfig,
+    training: bool,
+) -> torch.Tensor:
     """Token embeddings times sqrt(d_model) (Section 3.4) plus positional encodings (Section 3.5), then dropout
     on the sum (Section 5.4)."""
     x = embed_tokens(input_ids)  # (B, T, d_model)
@@ -465,23 +487,40 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
             past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         if not is_torchdynamo_compiling():
-            check_attention_mask(attention_mask, (input_ids.shape[0], past_length + input_ids.shape[1]),
-                                 "decoder_attention_mask")  # fmt: skip
-        hidden_states = embed(self.embed_tokens, self.embed_positions, input_ids, past_length, self.config,
-                              self.training)  # fmt: skip
+            check_attention_mask(
+                attention_mask, (input_ids.shape[0], past_length + input_ids.shape[1]), "decoder_attention_mask"
+            )
+        hidden_states = embed(
+            self.embed_tokens, self.embed_positions, input_ids, past_length, self.config, self.training
+        )
         # Masks built once for the stack: causal (Section 3.2.3, "prevent leftward information flow") and padding.
         self_attn_cache = past_key_values.self_attention_cache if past_key_values is not None else None
-        causal_mask = create_causal_mask(config=self.config, inputs_embeds=hidden_states,
-                                         attention_mask=attention_mask, past_key_values=self_attn_cache)  # fmt: skip
-        cross_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states,
-                                               attention_mask=encoder_attention_mask,
-                                               encoder_hidden_states=encoder_hidden_states)  # fmt: skip
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=hidden_states,
+            attention_mask=attention_mask,
+            past_key_values=self_attn_cache,
+        )
+        cross_mask = create_bidirectional_mask(
+            config=self.config,
+            inputs_embeds=hidden_states,
+            attention_mask=encoder_attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+        )
         for layer in self.layers:
-            hidden_states = layer(hidden_states, causal_mask, encoder_hidden_states,  # positional for checkpointing
-                                  encoder_attention_mask=cross_mask, past_key_values=past_key_values, **kwargs)  # fmt: skip
+            hidden_states = layer(
+                hidden_states,
+                causal_mask,
+                encoder_hidden_states,  # positional for checkpointing
+                encoder_attention_mask=cross_mask,
+                past_key_values=past_key_values,
+                **kwargs,
+            )
         if self.layer_norm is not None:
             hidden_states = self.layer_norm(hidden_states)
-        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states, past_key_values=past_key_values
+        )
 
 
 class VaswaniModel(VaswaniPreTrainedModel):
@@ -491,8 +530,10 @@ class VaswaniModel(VaswaniPreTrainedModel):
         super().__init__(config)
         # One embedding matrix for source and target: the paper's vocabulary is shared (Sections 3.4 and 5.1).
         self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
-        self._tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight",
-                                   "decoder.embed_tokens.weight": "shared.weight"}  # fmt: skip
+        self._tied_weights_keys = {
+            "encoder.embed_tokens.weight": "shared.weight",
+            "decoder.embed_tokens.weight": "shared.weight",
+        }
         self.encoder = VaswaniEncoder(config)
         self.decoder = VaswaniDecoder(config)
         self.post_init()
@@ -528,8 +569,9 @@ class VaswaniModel(VaswaniPreTrainedModel):
         **kwargs,
     ) -> Seq2SeqModelOutput:
         if encoder_outputs is None:
-            encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                           inputs_embeds=inputs_embeds, **kwargs)  # fmt: skip
+            encoder_outputs = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+            )
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
         decoder_outputs = self.decoder(
@@ -607,17 +649,24 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
         outputs = self.model(
-            input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=decoder_attention_mask, encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values, inputs_embeds=inputs_embeds,
-            decoder_inputs_embeds=decoder_inputs_embeds, use_cache=use_cache, **kwargs,
-        )  # fmt: skip
+            input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
         logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
         loss = None
         if labels is not None:
             V = logits.shape[-1]
-            loss = fixed_cross_entropy(logits.float().view(-1, V), labels.to(logits.device).view(-1),
-                                       num_items_in_batch=num_items_in_batch)  # fmt: skip
+            loss = fixed_cross_entropy(
+                logits.float().view(-1, V), labels.to(logits.device).view(-1), num_items_in_batch=num_items_in_batch
+            )
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
