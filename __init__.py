@@ -6,8 +6,10 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
-from .configuration import PRESETS, VaswaniConfig
-from .modeling import VaswaniForConditionalGeneration, VaswaniModel, VaswaniPreTrainedModel
+# Absolute imports on purpose: pytest imports this file once more under the checkout's folder name (the repository
+# root is the package), and absolute imports make that second import reuse the same classes.
+from vaswani.configuration import PRESETS, VaswaniConfig
+from vaswani.modeling import VaswaniForConditionalGeneration, VaswaniModel, VaswaniPreTrainedModel
 
 __version__ = "0.1.0"
 
