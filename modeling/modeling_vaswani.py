@@ -648,6 +648,12 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             use_cache = False
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+            elif decoder_input_ids is not None and decoder_input_ids.shape != labels.shape:
+                raise ValueError(
+                    f"`labels` has shape {tuple(labels.shape)} but `decoder_input_ids` has shape "
+                    f"{tuple(decoder_input_ids.shape)}: pass only `labels` (decoder inputs are derived from them), or "
+                    "decoder inputs of the same shape."
+                )
         outputs = self.model(
             input_ids,
             attention_mask=attention_mask,

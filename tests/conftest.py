@@ -1,5 +1,6 @@
 import pytest
 import torch
+from transformers import AutoModelForSeq2SeqLM
 
 import vaswani
 
@@ -12,7 +13,7 @@ def tiny_config(**overrides) -> vaswani.VaswaniConfig:
 def tiny_model(attn_implementation: str = "eager", seed: int = 0, **overrides):
     torch.manual_seed(seed)
     config = tiny_config(**overrides)
-    return vaswani.VaswaniForConditionalGeneration(config, attn_implementation=attn_implementation).eval()
+    return AutoModelForSeq2SeqLM.from_config(config, attn_implementation=attn_implementation).eval()
 
 
 def random_batch(batch_size: int = 3, length: int = 9, vocab_size: int = 128, seed: int = 0):
