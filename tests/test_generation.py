@@ -1,0 +1,84 @@
+import pytest
+import torch
+from conftest import random_batch, tiny_model
+
+from vaswani.modeling.modeling_vaswani import MAX_OUTPUT_LENGTH_OFFSET
+
+DECODING = {
+    "greedy": dict(do_sample=False, num_beams=1),
+    "beam": dict(do_sample=False, num_beams=4, length_penalty=0.6),
+    "sampling": dict(do_sample=True, top_k=20, top_p=0.9, num_beams=1),
+}
+
+
+def generate(model, input_ids, attention_mask, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    kwargs.setdefault("max_new_tokens", 12)
+    return model.generate(input_ids, attention_mask=attention_mask, **kwargs)
+
+
+@pytest.mark.parametrize("mode", DECODING)
+def test_cached_and_uncached_decoding_give_the_same_tokens(mode):
+    model = tiny_model(seed=1)
+    input_ids, attention_mask = random_batch(batch_size=3, length=8)
+    cached = generate(model, input_ids, attention_mask, use_cache=True, **DECODING[mode])
+    uncached = generate(model, input_ids, attention_mask, use_cache=False, **DECODING[mode])
+    assert torch.equal(cached, uncached)
+    assert cached.shape[1] > 2  # something was generated
+
+
+@pytest.mark.parametrize("mode", ["greedy", "beam"])
+def test_padded_batch_decodes_like_each_example_alone(mode):
+    model = tiny_model(seed=2)
+    input_ids, attention_mask = random_batch(batch_size=3, length=8)
+    batched = generate(model, input_ids, attention_mask, **DECODING[mode])
+    for i in range(3):
+        n = int(attention_mask[i].sum())
+        alone = generate(model, input_ids[i : i + 1, :n], None, **DECODING[mode])
+        width = alone.shape[1]
+        assert torch.equal(batched[i, :width], alone[0])
+        assert (batched[i, width:] == model.config.pad_token_id).all()  # only padding after it finished
+
+
+def test_cross_attention_keys_and_values_are_computed_once_per_sequence():
+    model = tiny_model()
+    calls = []
+    for layer in model.model.decoder.layers:
+        layer.encoder_attn.k_proj.register_forward_hook(lambda m, a, out: calls.append("cross"))
+        layer.self_attn.k_proj.register_forward_hook(lambda m, a, out: calls.append("self"))
+    input_ids, attention_mask = random_batch(batch_size=2, length=6)
+    out = model.generate(input_ids, attention_mask=attention_mask, num_beams=1, max_new_tokens=8, min_new_tokens=8)
+    steps = out.shape[1] - 1
+    assert steps == 8
+    assert calls.count("cross") == len(model.model.decoder.layers)  # once, at the first step
+    assert calls.count("self") == steps * len(model.model.decoder.layers)  # once per step: only the new token
+
+
+def test_num_return_sequences_and_scores():
+    model = tiny_model()
+    input_ids, attention_mask = random_batch(batch_size=2, length=6)
+    out = model.generate(input_ids, attention_mask=attention_mask, num_beams=4, num_return_sequences=3,
+                         max_new_tokens=6, return_dict_in_generate=True, output_scores=True)  # fmt: skip
+    assert out.sequences.shape[0] == 6
+    assert out.sequences_scores.shape == (6,)
+    assert (out.sequences[:, 0] == model.config.decoder_start_token_id).all()
+
+
+def test_sampling_is_reproducible_with_a_seed_and_varies_without():
+    model = tiny_model(seed=3)
+    input_ids, attention_mask = random_batch(batch_size=2, length=6)
+    kwargs = dict(do_sample=True, top_k=50, temperature=2.0, num_beams=1, max_new_tokens=10, min_new_tokens=10)
+    first = generate(model, input_ids, attention_mask, seed=7, **kwargs)
+    assert torch.equal(first, generate(model, input_ids, attention_mask, seed=7, **kwargs))
+    assert not torch.equal(first, generate(model, input_ids, attention_mask, seed=8, **kwargs))
+
+
+def test_paper_decoding_defaults():
+    model = tiny_model()
+    assert model.generation_config.num_beams == 4
+    assert model.generation_config.length_penalty == 0.6
+    # Section 6.1: maximum output length = input length + 50 when the caller sets no bound.
+    input_ids = torch.randint(4, 128, (1, 7))
+    out = model.generate(input_ids, min_new_tokens=7 + MAX_OUTPUT_LENGTH_OFFSET, num_beams=1)
+    assert out.shape[1] == 1 + 7 + MAX_OUTPUT_LENGTH_OFFSET
+    assert model.generate(input_ids, max_new_tokens=3, num_beams=1).shape[1] <= 4  # an explicit bound wins
