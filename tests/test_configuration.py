@@ -64,7 +64,10 @@ def test_bad_values_fail_at_construction(kwargs, message):
 @pytest.mark.parametrize("activation", ["relu", "gelu", "silu"])
 def test_deviations_are_accepted(activation):
     config = VaswaniConfig(
-        activation_function=activation, pre_layer_norm=True, position_embedding_type="learned", tie_word_embeddings=False
+        activation_function=activation,
+        pre_layer_norm=True,
+        position_embedding_type="learned",
+        tie_word_embeddings=False,
     )
     assert config.activation_function == activation
 

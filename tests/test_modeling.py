@@ -165,7 +165,11 @@ def test_bad_input_raises_a_clear_error(kwargs, message):
 def test_labels_and_decoder_inputs_of_different_shapes():
     model = tiny_model()
     with pytest.raises(ValueError, match=r"`labels` has shape \(1, 4\) but `decoder_input_ids` has shape \(1, 2\)"):
-        model(input_ids=torch.tensor([[5, 6]]), decoder_input_ids=torch.tensor([[1, 4]]), labels=torch.tensor([[4, 5, 6, 2]]))
+        model(
+            input_ids=torch.tensor([[5, 6]]),
+            decoder_input_ids=torch.tensor([[1, 4]]),
+            labels=torch.tensor([[4, 5, 6, 2]]),
+        )
 
 
 def test_bad_input_to_generate_raises_before_decoding():
@@ -232,4 +236,7 @@ def test_resize_token_embeddings_keeps_ties():
 
 
 def test_no_split_modules_are_the_layers():
-    assert set(vaswani.VaswaniForConditionalGeneration._no_split_modules) == {"VaswaniEncoderLayer", "VaswaniDecoderLayer"}
+    assert set(vaswani.VaswaniForConditionalGeneration._no_split_modules) == {
+        "VaswaniEncoderLayer",
+        "VaswaniDecoderLayer",
+    }
