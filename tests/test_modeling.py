@@ -91,6 +91,17 @@ def test_eager_and_sdpa_agree(overrides):
     assert torch.allclose(eager(**kwargs).logits, sdpa(**kwargs).logits, atol=1e-5)
 
 
+def test_flex_attention_agrees_with_eager():
+    """Inference only: FlexAttention has no backward on CPU. One layer each keeps its compile time to seconds."""
+    input_ids, attention_mask = random_batch()
+    eager = tiny_model("eager", encoder_layers=1, decoder_layers=1)
+    flex = tiny_model("flex_attention", encoder_layers=1, decoder_layers=1)
+    flex.load_state_dict(eager.state_dict())
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=input_ids[:, :4])
+    with torch.no_grad():
+        assert torch.allclose(eager(**kwargs).logits, flex(**kwargs).logits, atol=1e-5)
+
+
 def test_padding_does_not_change_real_positions():
     model = tiny_model()
     input_ids, attention_mask = random_batch(batch_size=3, length=9)
