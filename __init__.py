@@ -4,18 +4,20 @@
 `AutoConfig.for_model("vaswani")`, `AutoModelForSeq2SeqLM.from_config(...)`, `from_pretrained`, `generate`, Trainer.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
 
 # Absolute imports on purpose: pytest imports this file once more under the checkout's folder name (the repository
 # root is the package), and absolute imports make that second import reuse the same classes.
 from vaswani.configuration import PRESETS, VaswaniConfig
 from vaswani.modeling import VaswaniForConditionalGeneration, VaswaniModel, VaswaniPreTrainedModel
+from vaswani.tokenization import VaswaniTokenizer
 
 __version__ = "0.1.0"
 
 AutoConfig.register(VaswaniConfig.model_type, VaswaniConfig, exist_ok=True)
 AutoModel.register(VaswaniConfig, VaswaniModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(VaswaniConfig, VaswaniForConditionalGeneration, exist_ok=True)
+AutoTokenizer.register(VaswaniConfig, fast_tokenizer_class=VaswaniTokenizer, exist_ok=True)
 
 __all__ = [
     "PRESETS",
@@ -23,4 +25,5 @@ __all__ = [
     "VaswaniForConditionalGeneration",
     "VaswaniModel",
     "VaswaniPreTrainedModel",
+    "VaswaniTokenizer",
 ]
