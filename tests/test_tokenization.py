@@ -25,6 +25,7 @@ UNICODE_CASES = [
     "",
     "ﬁ ligature and ² superscript stay as they are",
     "\u200b zero width and \u00a0 no-break space",
+    "literal <pad>, <s>, </s> and <unk> in the text are text",
 ]
 
 

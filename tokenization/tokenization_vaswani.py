@@ -103,8 +103,15 @@ class VaswaniTokenizer(PreTrainedTokenizerFast):
         backend, trainer = build_backend(vocab_size, min_frequency, show_progress)
         backend.train_from_iterator(_batches(texts), trainer=trainer, length=length)
         append_eos(backend)
-        return cls(tokenizer_object=backend, model_max_length=model_max_length, clean_up_tokenization_spaces=False,
-                   **SPECIAL_TOKENS)  # fmt: skip
+        # split_special_tokens: a literal "</s>" in user text is text, not a control token, so it survives the
+        # round trip and cannot end a sequence early.
+        return cls(
+            tokenizer_object=backend,
+            model_max_length=model_max_length,
+            clean_up_tokenization_spaces=False,
+            split_special_tokens=True,
+            **SPECIAL_TOKENS,
+        )
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
