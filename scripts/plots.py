@@ -1,0 +1,111 @@
+"""Pictures a person would rather look at than read: training curves and attention heatmaps.
+
+    python -m vaswani.scripts.plots CHECKPOINT "The house is small." [--output-dir DIR]
+
+draws the encoder self-attention, decoder self-attention and encoder-decoder attention of every layer and head
+for one sentence (translated by the checkpoint itself), one PNG per kind.
+"""
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+ATTENTION_KINDS = {
+    "encoder_attentions": "encoder self-attention",
+    "decoder_attentions": "decoder self-attention (masked)",
+    "cross_attentions": "encoder-decoder attention",
+}
+
+
+def plot_curves(log_history: list[dict], path: Path) -> Path:
+    """Training and validation loss, and validation BLEU, against the training step."""
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
+    valid = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
+    bleu = [(e["step"], e["eval_bleu"]) for e in log_history if "eval_bleu" in e]
+    figure, (loss_axes, bleu_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    for points, label in ((train, "training loss (label-smoothed)"), (valid, "validation loss")):
+        if points:
+            loss_axes.plot(*zip(*points, strict=True), marker="." if len(points) < 30 else None, label=label)
+    loss_axes.set(xlabel="step", ylabel="cross-entropy per token", title="Loss")
+    loss_axes.legend()
+    if bleu:
+        bleu_axes.plot(*zip(*bleu, strict=True), marker="o", color="tab:green")
+    bleu_axes.set(xlabel="step", ylabel="BLEU", title="Validation BLEU (greedy)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+@torch.no_grad()
+def attention_maps(model, tokenizer, sentence: str, max_new_tokens: int = 60):
+    """The model's translation of `sentence` and its attention weights in one teacher-forced pass over it."""
+    model.eval()
+    batch = tokenizer([sentence], return_tensors="pt").to(model.device)
+    generated = model.generate(**batch, num_beams=4, max_new_tokens=max_new_tokens)
+    implementation = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # only eager attention returns its weights
+    try:
+        out = model(**batch, decoder_input_ids=generated, output_attentions=True)
+    finally:
+        model.set_attn_implementation(implementation)
+    source = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+    target = tokenizer.convert_ids_to_tokens(generated[0])
+    return out, [t.replace("Ġ", "▁") for t in source], [t.replace("Ġ", "▁") for t in target], generated
+
+
+def plot_attention(model, tokenizer, sentence: str, output_dir: Path) -> list[Path]:
+    """One PNG per attention kind: a grid of layers (rows) x heads (columns)."""
+    out, source, target, _ = attention_maps(model, tokenizer, sentence)
+    labels = {"encoder_attentions": (source, source), "decoder_attentions": (target, target),
+              "cross_attentions": (target, source)}  # fmt: skip
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for kind, title in ATTENTION_KINDS.items():
+        layers = getattr(out, kind)  # per layer: (1, h, queries, keys)
+        rows, cols = len(layers), layers[0].shape[1]
+        queries, keys = labels[kind]
+        size = max(2.2, 0.18 * max(len(queries), len(keys)))
+        figure, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+        for layer, weights in enumerate(layers):
+            for head in range(cols):
+                ax = axes[layer][head]
+                ax.imshow(weights[0, head].float().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+                ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=8)
+                ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=6)
+                ax.set_yticks(range(len(queries)), queries, fontsize=6)
+        figure.suptitle(f"{title}: {sentence!r}")
+        figure.tight_layout()
+        path = output_dir / f"{kind.removesuffix('s')}.png"  # encoder_attention.png, ...
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a folder (or Hub id) with the model and its tokenizer")
+    parser.add_argument("sentence", help="the source sentence to translate and draw")
+    parser.add_argument("--output-dir", type=Path, default=Path("attention"))
+    parser.add_argument("--trust-remote-code", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        import vaswani  # noqa: F401  (registers the Auto classes; without it, --trust-remote-code is needed)
+    except ImportError:
+        pass
+    model = AutoModelForSeq2SeqLM.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
+    for path in plot_attention(model, tokenizer, args.sentence, args.output_dir):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

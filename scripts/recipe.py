@@ -1,0 +1,156 @@
+"""The paper's training recipe as pieces that plug into transformers' Seq2SeqTrainer (Section 5), plus evaluation.
+
+- `paper_learning_rate`: linear warmup, then inverse square-root decay (Section 5.3).
+- `TokenBudgetTrainer`: Seq2SeqTrainer whose batches are formed by token count (Section 5.1) and whose learning rate
+  follows Section 5.3.
+- `TimeBudget`: stops training after a wall-clock budget (the job must fit a laptop's afternoon, or CI's minutes).
+- `average_checkpoints`: the mean of the last N checkpoints' weights (Section 6.1: "averaging the last 5 checkpoints").
+- `evaluate_translation`: beam search with the paper's settings, scored with sacreBLEU (BLEU and chrF).
+"""
+
+import logging
+import math
+import re
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+from transformers import Seq2SeqTrainer, TrainerCallback
+
+logger = logging.getLogger(__name__)
+MIN_TIME_BUDGET_SECONDS = 10  # one step of the small model plus one checkpoint save, on a 2-core CPU
+
+
+def paper_learning_rate(step: int, d_model: int, warmup_steps: int, peak: float | None = None) -> float:
+    """lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), Section 5.3, with steps counted from 1.
+
+    This equals peak * min(step / warmup, sqrt(warmup / step)) with peak = (d_model * warmup_steps)^-0.5, reached
+    at step = warmup_steps. `peak` replaces that value when given (the shape is unchanged).
+    """
+    step = max(step, 1)
+    if peak is None:
+        return d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+    return peak * min(step / warmup_steps, math.sqrt(warmup_steps / step))
+
+
+class TokenBudgetTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer with token-count batches and the paper's learning-rate schedule.
+
+    `args.learning_rate` is set to the schedule's peak and the LambdaLR factor shapes it, so the optimizer (Adam,
+    with betas and epsilon from the arguments) and everything Trainer does with it (resume, logging) stay standard.
+    """
+
+    def __init__(self, *args, batch_sampler=None, d_model: int, warmup_steps: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_sampler = batch_sampler
+        self.d_model, self.warmup_steps = d_model, warmup_steps
+
+    def get_train_dataloader(self):
+        if self.batch_sampler is None:
+            return super().get_train_dataloader()
+        loader = torch.utils.data.DataLoader(
+            self.train_dataset,
+            batch_sampler=self.batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
+        return self.accelerator.prepare(loader)  # shards batches across processes
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            peak = self.args.learning_rate
+
+            def factor(step: int) -> float:  # LambdaLR counts from 0; the paper from 1
+                return paper_learning_rate(step + 1, self.d_model, self.warmup_steps, peak) / peak
+
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '1h30m', '1.5h' or a bare number of minutes -> seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text) * 60
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != re.sub(r"\s+", "", text):
+        raise ValueError(f"Cannot read the duration {text!r}: use e.g. 90s, 15m, 1h30m.")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+class TimeBudget(TrainerCallback):
+    """Stops training (with a final checkpoint save) once `seconds` of wall-clock time have passed."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.start = seconds, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() - self.start >= self.seconds:
+            logger.info("Time budget of %.0fs reached at step %d: stopping.", self.seconds, state.global_step)
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+def checkpoints_in(output_dir: Path) -> list[Path]:
+    """Trainer's checkpoint-<step> folders, oldest first."""
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the weights in several checkpoint folders (model.safetensors each)."""
+    if not paths:
+        raise ValueError("No checkpoints to average.")
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        for name, tensor in load_file(Path(path) / "model.safetensors").items():
+            total[name] = total.get(name, 0) + tensor.double()
+    return {name: (tensor / len(paths)).float() for name, tensor in total.items()}
+
+
+@torch.no_grad()
+def translate(model, tokenizer, sentences: list[str], num_beams: int = 4, length_penalty: float = 0.6,
+              batch_size: int = 32, max_offset: int = 50, progress: bool = True) -> list[str]:  # fmt: skip
+    """Beam search translation (Section 6.1: beam 4, alpha 0.6, maximum output length = input length + 50).
+
+    Sentences are decoded in batches of similar length (then put back in order), so that the output bound is the
+    batch's longest input + 50, within a few tokens of each sentence's own."""
+    model.eval()
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    outputs: list[str] = [""] * len(sentences)
+    batches = range(0, len(order), batch_size)
+    for start in tqdm(batches, desc="translating", disable=not progress):
+        indices = order[start : start + batch_size]
+        batch = tokenizer([sentences[i] for i in indices], return_tensors="pt", padding=True, truncation=True)
+        batch = batch.to(model.device)
+        generated = model.generate(
+            **batch, num_beams=num_beams, length_penalty=length_penalty,
+            max_new_tokens=batch["input_ids"].shape[1] + max_offset,
+        )  # fmt: skip
+        for i, text in zip(indices, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
+            outputs[i] = text.strip()
+    return outputs
+
+
+def score(hypotheses: list[str], references: list[str]) -> dict:
+    """Detokenized corpus BLEU and chrF with sacreBLEU's default settings, and their signatures."""
+    import sacrebleu
+
+    bleu = sacrebleu.metrics.BLEU()
+    chrf = sacrebleu.metrics.CHRF()
+    bleu_score = bleu.corpus_score(hypotheses, [references])
+    chrf_score = chrf.corpus_score(hypotheses, [references])
+    return {
+        "bleu": round(bleu_score.score, 2),
+        "chrf": round(chrf_score.score, 2),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+        "bleu_details": str(bleu_score),
+    }

@@ -1,0 +1,278 @@
+"""Train and evaluate an English->German Transformer on a real corpus with the paper's recipe, then translate.
+
+    python -m vaswani.scripts.train_translation                      # the default run: at most 20 minutes on 2 CPU cores
+    accelerate launch --num_processes 2 -m vaswani.scripts.train_translation --max-steps 2000
+
+Steps: load the parallel corpus (by default the embedded Bible, English WEB -> German Elberfelder 1932, test and
+validation = whole held-out books), train the joint BPE tokenizer, train with Seq2SeqTrainer (Adam 0.9/0.98/1e-9,
+warmup + inverse square-root learning rate, label smoothing 0.1, token-count batches), average the last checkpoints,
+evaluate on the test books with beam 4 / length penalty 0.6 (sacreBLEU BLEU and chrF), save a self-contained
+checkpoint with its tokenizer and eval_results.json, and draw the curves and attention heatmaps.
+"""
+
+import argparse
+import json
+import logging
+import os
+import time
+from itertools import chain
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
+
+import vaswani
+from vaswani.scripts import data as corpus
+from vaswani.scripts import plots, recipe
+
+logger = logging.getLogger("vaswani.train_translation")
+SETUP_ALLOWANCE_MINUTES = 4
+VALIDATION_MAX_LENGTH = 320  # tokens; the longest verse of the default corpus is about 150 with an 8k vocabulary  # data, tokenizer, final test evaluation and plots, on a 2-core CPU, on top of the budget
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("data (default: the embedded Bible corpus)")
+    data.add_argument("--source", default="en", help="source language or translation code (default: en)")
+    data.add_argument("--target", default="de", help="target language or translation code (default: de)")
+    data.add_argument("--train-file", type=Path, nargs="+", help="TSV/JSONL file, or a source and a target text file")
+    data.add_argument("--validation-file", type=Path, nargs="+")
+    data.add_argument("--test-file", type=Path, nargs="+")
+    data.add_argument("--dataset", help="a `datasets` translation dataset, e.g. wmt14:de-en (needs a network)")
+    data.add_argument("--max-train-pairs", type=int, help="use only the first N training pairs")
+    data.add_argument("--max-eval-pairs", type=int, help="use only the first N validation and test pairs")
+    model = p.add_argument_group("model and tokenizer")
+    model.add_argument("--preset", default="small", choices=sorted(vaswani.PRESETS), help="size (default: small)")
+    model.add_argument(
+        "--model-type",
+        default="vaswani",
+        choices=["vaswani", "marian"],
+        help="marian: transformers' MarianMTModel with the identical architecture, for comparison",
+    )
+    model.add_argument("--vocab-size", type=int, default=8000, help="joint BPE vocabulary size (default: 8000)")
+    model.add_argument("--tokenizer", help="use this trained tokenizer instead of training one")
+    r = p.add_argument_group("the paper's recipe (Section 5)")
+    r.add_argument(
+        "--max-tokens",
+        type=int,
+        default=2500,
+        help="tokens per batch on each side, padding included (paper: ~25000 on 8 GPUs; default: 2500)",
+    )
+    r.add_argument("--warmup-steps", type=int, default=1000, help="paper: 4000 (default: 1000 for short runs)")
+    r.add_argument(
+        "--peak-learning-rate", type=float, help="default: the paper's d_model^-0.5 * warmup_steps^-0.5 (Section 5.3)"
+    )
+    r.add_argument("--adam-beta1", type=float, default=0.9)
+    r.add_argument("--adam-beta2", type=float, default=0.98)
+    r.add_argument("--adam-epsilon", type=float, default=1e-9)
+    r.add_argument("--label-smoothing", type=float, default=0.1)
+    r.add_argument("--average-checkpoints", type=int, default=5, help="average the last N checkpoints (paper: 5)")
+    r.add_argument("--save-steps", type=int, default=100, help="checkpoint interval in steps")
+    r.add_argument("--eval-steps", type=int, default=500, help="validation loss and BLEU interval in steps")
+    r.add_argument("--beam", type=int, default=4, help="test beam size (paper: 4)")
+    r.add_argument("--length-penalty", type=float, default=0.6, help="test length penalty alpha (paper: 0.6)")
+    run = p.add_argument_group("run")
+    run.add_argument(
+        "--time-budget", default="15m", help="wall-clock limit of training, e.g. 90s, 15m, 1h (default: 15m)"
+    )
+    run.add_argument("--max-steps", type=int, help="stop after this many steps (whichever comes first)")
+    run.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    run.add_argument("--output-dir", type=Path, default=Path("runs/en-de"))
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--sample",
+        default="In the beginning God created the heavens and the earth.",
+        help="sentence for the attention heatmaps",
+    )
+    return p.parse_args(argv)  # fmt: skip
+
+
+def check_args(args: argparse.Namespace) -> float:
+    """Every check that needs no data, before any work starts. Returns the time budget in seconds."""
+    try:
+        budget = recipe.parse_duration(args.time_budget)
+    except ValueError as error:
+        raise SystemExit(f"error: --time-budget: {error}") from None
+    if budget < recipe.MIN_TIME_BUDGET_SECONDS:
+        raise SystemExit(
+            f"error: --time-budget {args.time_budget} is too small to take a single training step and save it; "
+            f"give at least {recipe.MIN_TIME_BUDGET_SECONDS}s."
+        )
+    if args.max_steps is not None and args.max_steps < 1:
+        raise SystemExit("error: --max-steps must be at least 1.")
+    if args.resume and not recipe.checkpoints_in(args.output_dir):
+        raise SystemExit(f"error: --resume: no checkpoint-* folder in {args.output_dir} to resume from.")
+    given = [args.train_file, args.validation_file, args.test_file]
+    if any(given) and not all(given):
+        raise SystemExit("error: with your own data, give --train-file, --validation-file and --test-file.")
+    return budget
+
+
+def load_corpus(args: argparse.Namespace) -> corpus.ParallelCorpus:
+    if args.train_file:
+        data = corpus.load_files(args.train_file, args.validation_file, args.test_file)
+    elif args.dataset:
+        data = corpus.load_hub_dataset(args.dataset, args.source, args.target)
+    else:
+        data = corpus.load_bible(args.source, args.target)
+    if args.max_train_pairs:
+        data.train = data.train[: args.max_train_pairs]
+    if args.max_eval_pairs:
+        data.validation, data.test = data.validation[: args.max_eval_pairs], data.test[: args.max_eval_pairs]
+    return data
+
+
+def load_tokenizer(args, data: corpus.ParallelCorpus, training_args) -> vaswani.VaswaniTokenizer:
+    """Trains the joint vocabulary on the training pairs (main process first; the others load it)."""
+    saved = args.output_dir / "tokenizer"
+    with training_args.main_process_first(desc="tokenizer"):
+        if args.tokenizer:
+            return AutoTokenizer.from_pretrained(args.tokenizer)
+        if saved.is_dir():  # a resumed run, or another process already trained it
+            return AutoTokenizer.from_pretrained(saved)
+        texts = chain.from_iterable(data.train)
+        tokenizer = vaswani.VaswaniTokenizer.train(texts, vocab_size=args.vocab_size, length=2 * len(data.train))
+        tokenizer.save_pretrained(saved)
+        return tokenizer
+
+
+def build_model(args, tokenizer):
+    preset = dict(vaswani.PRESETS[args.preset], vocab_size=len(tokenizer))
+    if args.model_type == "vaswani":
+        return AutoModelForSeq2SeqLM.from_config(vaswani.VaswaniConfig(**preset))
+    from transformers import MarianConfig, MarianMTModel
+
+    config = MarianConfig(  # the identical architecture with transformers' own implementation
+        **preset, activation_function="relu", scale_embedding=True, share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True, attention_dropout=0.0, activation_dropout=0.0, max_position_embeddings=1024,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, forced_eos_token_id=None,
+    )  # fmt: skip
+    return MarianMTModel(config)
+
+
+def tokenize(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
+    sources, targets = zip(*pairs, strict=True)
+    encoded = tokenizer(list(sources), text_target=list(targets))
+    return [{"input_ids": i, "labels": t} for i, t in zip(encoded["input_ids"], encoded["labels"], strict=True)]
+
+
+def bleu_metric(tokenizer):
+    def compute(prediction):
+        predictions = prediction.predictions
+        labels = prediction.label_ids
+        predictions = [[t for t in row if t >= 0] for row in predictions]
+        labels = [[t for t in row if t >= 0] for row in labels]
+        hypotheses = tokenizer.batch_decode(predictions, skip_special_tokens=True)
+        references = tokenizer.batch_decode(labels, skip_special_tokens=True)
+        scores = recipe.score([h.strip() for h in hypotheses], [r.strip() for r in references])
+        return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
+
+    return compute
+
+
+def training_arguments(args, peak: float) -> Seq2SeqTrainingArguments:
+    return Seq2SeqTrainingArguments(
+        output_dir=str(args.output_dir), max_steps=args.max_steps or -1, num_train_epochs=1000,
+        learning_rate=peak, adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_epsilon=args.adam_epsilon,
+        weight_decay=0.0, optim="adamw_torch", max_grad_norm=0.0, label_smoothing_factor=args.label_smoothing,
+        eval_strategy="steps", eval_steps=args.eval_steps, per_device_eval_batch_size=64,
+        # Validation decodes greedily, bounded explicitly: without a bound Seq2SeqTrainer writes transformers'
+        # default max_length=20 into the model's generation config.
+        predict_with_generate=True, generation_num_beams=1, generation_max_length=VALIDATION_MAX_LENGTH,
+        save_strategy="steps", save_steps=args.save_steps, save_total_limit=max(args.average_checkpoints, 1),
+        logging_steps=25, report_to=["tensorboard"], bf16=args.bf16, use_cpu=not torch.cuda.is_available(),
+        seed=args.seed, dataloader_num_workers=0, disable_tqdm=False,
+    )  # fmt: skip
+
+
+def average_and_save(trainer, args, tokenizer):
+    """Section 6.1: the final model is the average of the last N checkpoints."""
+    checkpoints = recipe.checkpoints_in(args.output_dir)[-args.average_checkpoints :]
+    model = trainer.model
+    if len(checkpoints) > 1:
+        model.load_state_dict(recipe.average_checkpoints(checkpoints), strict=False)
+        model.tie_weights()
+    logger.info("Final model: average of %s", [p.name for p in checkpoints])
+    # Seq2SeqTrainer fills library defaults (max_length=20) into the generation config during evaluation; the saved
+    # model must keep the paper's rule (output length <= input + 50), which applies when no bound is set.
+    model.generation_config.max_length = None
+    final = args.output_dir / "model"
+    model.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    return model, final, [p.name for p in checkpoints]
+
+
+def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict) -> dict:
+    sources = [s for s, _ in data.test]
+    references = [t for _, t in data.test]
+    hypotheses = recipe.translate(model, tokenizer, sources, num_beams=args.beam, length_penalty=args.length_penalty)
+    results = {
+        **recipe.score(hypotheses, references), "test_sentences": len(sources), "corpus": data.description,
+        "beam": args.beam, "length_penalty": args.length_penalty, "max_output_length": "input + 50",
+        "model_type": args.model_type, "preset": args.preset, "parameters": model.num_parameters(), **extra,
+        "examples": [{"source": s, "reference": r, "translation": h}
+                     for s, r, h in list(zip(sources, references, hypotheses, strict=True))[:5]],
+    }  # fmt: skip
+    (final / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    return results
+
+
+def run(args: argparse.Namespace) -> dict | None:
+    budget = check_args(args)
+    print(f"Plan: train for at most {budget / 60:.1f} min" + (f" or {args.max_steps} steps" if args.max_steps else "")
+          + f", then average, evaluate and plot (about {SETUP_ALLOWANCE_MINUTES} min more on a 2-core CPU): "
+          f"done in about {budget / 60 + SETUP_ALLOWANCE_MINUTES:.0f} minutes.", flush=True)  # fmt: skip
+    data = load_corpus(args)
+    logger.info("%s: %d train, %d validation, %d test pairs", data.description, len(data.train),
+                len(data.validation), len(data.test))  # fmt: skip
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(args.output_dir / "tensorboard"))
+    d_model = vaswani.PRESETS[args.preset]["d_model"]
+    peak = args.peak_learning_rate or recipe.paper_learning_rate(args.warmup_steps, d_model, args.warmup_steps)
+    training_args = training_arguments(args, peak)
+    tokenizer = load_tokenizer(args, data, training_args)
+    train, validation = tokenize(tokenizer, data.train), tokenize(tokenizer, data.validation)
+    sampler = corpus.TokenBatchSampler([len(f["input_ids"]) for f in train], [len(f["labels"]) for f in train],
+                                       args.max_tokens, seed=args.seed)  # fmt: skip
+    torch.manual_seed(args.seed)
+    model = build_model(args, tokenizer)
+    trainer = recipe.TokenBudgetTrainer(
+        model=model, args=training_args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), compute_metrics=bleu_metric(tokenizer),
+        callbacks=[recipe.TimeBudget(budget)], batch_sampler=sampler, d_model=d_model, warmup_steps=args.warmup_steps,
+    )  # fmt: skip
+    start = time.monotonic()
+    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    trainer.save_model(args.output_dir / "last")  # the last step's weights, before averaging
+    if not trainer.is_world_process_zero():
+        return None
+    model, final, averaged = average_and_save(trainer, args, tokenizer)
+    extra = {"steps": trainer.state.global_step, "train_minutes": round((time.monotonic() - start) / 60, 1),
+             "averaged_checkpoints": averaged}  # fmt: skip
+    results = evaluate_and_report(model.eval(), tokenizer, data, args, final, extra)
+    plots.plot_curves(trainer.state.log_history, final / "curves.png")
+    if args.model_type == "vaswani":
+        plots.plot_attention(model, tokenizer, args.sample, final / "attention")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    try:
+        results = run(args)
+    except corpus.DataError as error:
+        raise SystemExit(f"error: {error}") from None
+    if results is None:
+        return
+    print(f"\nTest ({results['test_sentences']} sentences, {results['corpus']}), after {results['steps']} steps:")
+    print(f"BLEU {results['bleu']}  chrF {results['chrf']}\n{results['bleu_signature']}\n{results['chrf_signature']}")
+    for example in results["examples"][:3]:
+        print(f"\n  source:      {example['source']}\n  reference:   {example['reference']}\n"
+              f"  translation: {example['translation']}")  # fmt: skip
+    print(f"\nCheckpoint, eval_results.json and plots: {args.output_dir / 'model'}")
+
+
+if __name__ == "__main__":
+    main()
