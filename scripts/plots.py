@@ -91,16 +91,14 @@ def plot_attention(model, tokenizer, sentence: str, output_dir: Path) -> list[Pa
 def main(argv: list[str] | None = None) -> None:
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    import vaswani  # noqa: F401  (registers the Auto classes)
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a folder (or Hub id) with the model and its tokenizer")
     parser.add_argument("sentence", help="the source sentence to translate and draw")
     parser.add_argument("--output-dir", type=Path, default=Path("attention"))
     parser.add_argument("--trust-remote-code", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        import vaswani  # noqa: F401  (registers the Auto classes; without it, --trust-remote-code is needed)
-    except ImportError:
-        pass
     model = AutoModelForSeq2SeqLM.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
     for path in plot_attention(model, tokenizer, args.sentence, args.output_dir):

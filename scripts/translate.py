@@ -1,0 +1,45 @@
+"""Translate sentences with any checkpoint: from the arguments, or one per line from standard input.
+
+python -m vaswani.scripts.translate runs/en-de/model "The house is small." "I love you."
+cat sentences.txt | python -m vaswani.scripts.translate runs/en-de/model --beam 4 --length-penalty 0.6
+"""
+
+import argparse
+import sys
+
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+import vaswani  # noqa: F401  (registers the Auto classes)
+from vaswani.scripts.recipe import translate
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a folder (or Hub id) holding the model and its tokenizer")
+    parser.add_argument("sentences", nargs="*", help="sentences to translate (default: read stdin, one per line)")
+    parser.add_argument("--beam", type=int, default=4, help="beam size (paper: 4)")
+    parser.add_argument("--length-penalty", type=float, default=0.6, help="length penalty alpha (paper: 0.6)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--trust-remote-code", action="store_true", help="needed for checkpoints of other models")
+    args = parser.parse_args(argv)
+    if args.beam < 1:
+        parser.error("--beam must be at least 1")
+    sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
+    if not sentences:
+        parser.error("no sentences given (as arguments or on stdin)")
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
+    except OSError as error:
+        parser.error(f"cannot load a model and tokenizer from {args.checkpoint}: {error}")
+    if torch.cuda.is_available():
+        model = model.cuda()
+    translations = translate(model, tokenizer, sentences, num_beams=args.beam, length_penalty=args.length_penalty,
+                             batch_size=args.batch_size, progress=len(sentences) > args.batch_size)  # fmt: skip
+    for translation in translations:
+        print(translation)
+
+
+if __name__ == "__main__":
+    main()
