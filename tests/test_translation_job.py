@@ -1,0 +1,238 @@
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, TrainerControl
+
+import vaswani
+from vaswani.scripts import data as corpus
+from vaswani.scripts import recipe, train_translation
+
+TINY_RUN = ["--preset", "tiny", "--max-train-pairs", "300", "--max-eval-pairs", "8", "--vocab-size", "400",
+            "--save-steps", "4", "--eval-steps", "6", "--max-tokens", "600", "--warmup-steps", "10",
+            "--average-checkpoints", "3"]  # fmt: skip
+
+
+def run_job(output_dir: Path, *extra: str) -> dict:
+    return train_translation.run(train_translation.parse_args([*TINY_RUN, "--output-dir", str(output_dir), *extra]))
+
+
+@pytest.fixture(scope="module")
+def tiny_job(tmp_path_factory):
+    """One end-to-end run of the main job on a few hundred pairs of the real corpus, shared by the tests below."""
+    output_dir = tmp_path_factory.mktemp("job") / "run"
+    results = run_job(output_dir, "--max-steps", "12")
+    return output_dir, results
+
+
+# --- the recipe ------------------------------------------------------------------------------------------------
+def test_learning_rate_is_the_papers_formula():
+    d_model, warmup = 512, 4000
+    for step in (1, 100, 3999, 4000, 4001, 10000, 100000):
+        expected = d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+        assert recipe.paper_learning_rate(step, d_model, warmup) == pytest.approx(expected)
+    peak = recipe.paper_learning_rate(warmup, d_model, warmup)
+    assert peak == max(recipe.paper_learning_rate(s, d_model, warmup) for s in range(1, 20000, 7))
+    # An explicit peak keeps the shape.
+    assert recipe.paper_learning_rate(8000, d_model, warmup, peak=1e-3) == pytest.approx(1e-3 * 0.5**0.5)
+
+
+def test_trainer_scheduler_follows_the_formula():
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    fake = SimpleNamespace(lr_scheduler=None, optimizer=optimizer, args=SimpleNamespace(learning_rate=2e-3),
+                           d_model=256, warmup_steps=10)  # fmt: skip
+    scheduler = recipe.TokenBudgetTrainer.create_scheduler(fake, num_training_steps=100)
+    for step in range(1, 40):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(recipe.paper_learning_rate(step, 256, 10, 2e-3))
+        optimizer.step()
+        scheduler.step()
+
+
+def test_checkpoint_averaging_averages(tmp_path):
+    for i, value in enumerate([1.0, 2.0, 6.0]):
+        (tmp_path / f"checkpoint-{i}").mkdir()
+        save_file({"w": torch.full((2, 3), value), "b": torch.tensor([value, -value])},
+                  tmp_path / f"checkpoint-{i}" / "model.safetensors")  # fmt: skip
+    averaged = recipe.average_checkpoints(recipe.checkpoints_in(tmp_path))
+    assert torch.equal(averaged["w"], torch.full((2, 3), 3.0))
+    assert torch.equal(averaged["b"], torch.tensor([3.0, -3.0]))
+
+
+def test_checkpoints_are_ordered_by_step(tmp_path):
+    for step in (100, 20, 3):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert [p.name for p in recipe.checkpoints_in(tmp_path)] == ["checkpoint-3", "checkpoint-20", "checkpoint-100"]
+
+
+def test_token_batches_respect_the_budget_and_cover_every_example():
+    generator = torch.Generator().manual_seed(0)
+    source = torch.randint(1, 60, (500,), generator=generator).tolist()
+    target = torch.randint(1, 80, (500,), generator=generator).tolist()
+    sampler = corpus.TokenBatchSampler(source, target, max_tokens=400, seed=1)
+    batches = list(sampler)
+    assert sorted(i for batch in batches for i in batch) == list(range(500))
+    for batch in batches:
+        assert max(source[i] for i in batch) * len(batch) <= 400  # padded source tokens
+        assert max(target[i] for i in batch) * len(batch) <= 400  # padded target tokens
+    assert sum(len(b) for b in batches) / len(batches) > 5  # real batching, not one example per batch
+    assert batches == list(corpus.TokenBatchSampler(source, target, max_tokens=400, seed=1))  # deterministic
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # reshuffled each epoch
+    with pytest.raises(corpus.DataError, match="exceeds the batch budget --max-tokens 50"):
+        corpus.TokenBatchSampler(source, target, max_tokens=50)
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("1h30m", 5400), ("1.5h", 5400), ("2", 120)])
+def test_parse_duration(text, seconds):
+    assert recipe.parse_duration(text) == seconds
+
+
+def test_time_budget_stops_training():
+    budget = recipe.TimeBudget(0.05)
+    control = TrainerControl()
+    budget.on_train_begin(None, None, control)
+    assert not budget.on_step_end(None, SimpleNamespace(global_step=1), control).should_training_stop
+    time.sleep(0.06)
+    control = budget.on_step_end(None, SimpleNamespace(global_step=2), control)
+    assert control.should_training_stop and control.should_save
+
+
+def test_the_default_split_is_by_whole_books():
+    data = corpus.load_bible("en", "de")
+    assert (len(data.train), len(data.validation), len(data.test)) == (29713, 252, 1137)
+    assert data.test[0][0].startswith("It happened in the days when the judges judged")  # Ruth 1:1
+    assert not any("`" in source for source, _ in data.train)  # the WEB's backtick apostrophes are mapped
+
+
+# --- the end-to-end job ----------------------------------------------------------------------------------------
+def test_tiny_end_to_end_run(tiny_job):
+    output_dir, results = tiny_job
+    final = output_dir / "model"
+    saved = json.loads((final / "eval_results.json").read_text())
+    assert saved["bleu"] == results["bleu"] and 0 <= saved["bleu"] <= 100 and saved["chrf"] > 0
+    assert saved["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert saved["steps"] == 12 and saved["test_sentences"] == 8 and len(saved["examples"]) == 5
+    assert saved["averaged_checkpoints"] == ["checkpoint-4", "checkpoint-8", "checkpoint-12"]
+    for picture in ("curves.png", "attention/encoder_attention.png", "attention/decoder_attention.png",
+                    "attention/cross_attention.png"):  # fmt: skip
+        assert (final / picture).stat().st_size > 5000
+    assert any((output_dir / "tensorboard").iterdir())
+
+
+def test_the_saved_model_is_the_checkpoint_average(tiny_job):
+    output_dir, _ = tiny_job
+    averaged = recipe.average_checkpoints(recipe.checkpoints_in(output_dir)[-3:])
+    final = load_file(output_dir / "model" / "model.safetensors")
+    assert torch.allclose(final["model.shared.weight"], averaged["model.shared.weight"])
+    last = load_file(output_dir / "last" / "model.safetensors")
+    assert not torch.equal(final["model.shared.weight"], last["model.shared.weight"])
+
+
+def test_checkpoint_reloads_and_translates(tiny_job, capsys):
+    output_dir, results = tiny_job
+    model = AutoModelForSeq2SeqLM.from_pretrained(output_dir / "model")
+    tokenizer = AutoTokenizer.from_pretrained(output_dir / "model")
+    assert isinstance(model, vaswani.VaswaniForConditionalGeneration)
+    assert isinstance(tokenizer, vaswani.VaswaniTokenizer)
+    assert model.generation_config.max_length is None  # the paper's input + 50 rule, not a silent 20-token cap
+    first = results["examples"][0]
+    assert recipe.translate(model, tokenizer, [first["source"]], progress=False) == [first["translation"]]
+    from vaswani.scripts import translate
+
+    translate.main([str(output_dir / "model"), first["source"], "The house is small."])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0] == first["translation"]
+
+
+def test_attention_plot_script(tiny_job, tmp_path):
+    from vaswani.scripts import plots
+
+    output_dir, _ = tiny_job
+    plots.main([str(output_dir / "model"), "The house is small.", "--output-dir", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cross_attention.png", "decoder_attention.png", "encoder_attention.png"
+    ]  # fmt: skip
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tiny_job, tmp_path):
+    output_dir, _ = tiny_job  # 12 uninterrupted steps
+    interrupted = tmp_path / "run"
+    run_job(interrupted, "--max-steps", "8")
+    run_job(interrupted, "--max-steps", "12", "--resume")
+    resumed = load_file(interrupted / "last" / "model.safetensors")
+    uninterrupted = load_file(output_dir / "last" / "model.safetensors")
+    for name, tensor in uninterrupted.items():
+        assert torch.allclose(resumed[name], tensor, atol=1e-6), name
+
+
+def test_compare_marian_runs_both_and_prints_both_scores(tmp_path, capsys):
+    from vaswani.scripts import compare_marian
+
+    compare_marian.main([*TINY_RUN, "--max-steps", "4", "--output-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| vaswani |" in out and "| marian |" in out
+    comparison = json.loads((tmp_path / "comparison.json").read_text())
+    assert comparison["vaswani"]["parameters"] == comparison["marian"]["parameters"]  # identical architecture
+    marian_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "marian" / "model")
+    assert len(marian_tokenizer) == len(AutoTokenizer.from_pretrained(tmp_path / "vaswani" / "model"))
+
+
+def test_two_process_accelerate_run(tmp_path):
+    """`accelerate launch --num_processes 2` on CPU (gloo): both processes train, the main one evaluates."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = ["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+               "no", "--dynamo_backend", "no", "-m", "vaswani.scripts.train_translation", *TINY_RUN,
+               "--max-steps", "4", "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((tmp_path / "run" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert "BLEU" in result.stdout and (tmp_path / "run" / "model" / "eval_results.json").is_file()
+    assert "world_size=2" in result.stderr or "num_processes=2" in result.stderr or result.stdout.count("Plan:") == 2
+
+
+# --- bad input: a clear message before any work ----------------------------------------------------------------
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda d: ["--source", "klingon"], r"Unknown language 'klingon'. Use one of en \(4\), en-kjv \(k\), de \(e\)"),
+        (lambda d: ["--time-budget", "1s"], r"--time-budget 1s is too small to take a single training step"),
+        (lambda d: ["--time-budget", "soon"], r"Cannot read the duration 'soon'"),
+        (lambda d: ["--resume"], r"--resume: no checkpoint-\* folder"),
+        (lambda d: ["--train-file", str(d / "nope.tsv"), "--validation-file", str(d / "nope.tsv"), "--test-file",
+                    str(d / "nope.tsv")], r"Data file .*nope.tsv not found"),
+        (lambda d: ["--train-file", str(write(d / "bad.tsv", "a\tb\nc\td\te\n")), "--validation-file",
+                    str(d / "bad.tsv"), "--test-file", str(d / "bad.tsv")], r"bad.tsv:2: expected 2 tab-separated"),
+        (lambda d: ["--train-file", str(write(d / "bad.jsonl", '{"source": "a"}\n')), "--validation-file",
+                    str(d / "bad.jsonl"), "--test-file", str(d / "bad.jsonl")], r'bad.jsonl:1: expected \{"source"'),
+        (lambda d: ["--train-file", str(write(d / "a.en", "x\ny\n")), str(write(d / "a.de", "x\n")),
+                    "--validation-file", str(d / "a.en"), str(d / "a.de"), "--test-file", str(d / "a.en"),
+                    str(d / "a.de")], r"a.en has 2 lines but .*a.de has 1"),
+        (lambda d: ["--train-file", str(write(d / "ok.tsv", "a\tb\n"))], r"give --train-file, --validation-file"),
+    ],
+)  # fmt: skip
+def test_bad_input_fails_before_any_work(tmp_path, make_args, message):
+    output_dir = tmp_path / "out"
+    with pytest.raises(SystemExit, match=message):
+        train_translation.main([*make_args(tmp_path), "--output-dir", str(output_dir)])
+    assert not (output_dir / "tokenizer").exists()
+
+
+def test_command_line_entry_point_reports_bad_input(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "vaswani.scripts.train_translation", "--target", "xx"],
+                            capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert result.returncode != 0 and "Unknown language 'xx'" in result.stderr
+    assert "Traceback" not in result.stderr
