@@ -173,6 +173,13 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_job, tmp_path):
         assert torch.allclose(resumed[name], tensor, atol=1e-6), name
 
 
+def test_bf16_autocast_run(tmp_path):
+    results = run_job(tmp_path / "run", "--max-steps", "2", "--bf16", "--average-checkpoints", "1")
+    assert results["steps"] == 2 and results["chrf"] >= 0
+    state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+
+
 def test_compare_marian_runs_both_and_prints_both_scores(tmp_path, capsys):
     from vaswani.scripts import compare_marian
 
