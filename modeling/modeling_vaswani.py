@@ -357,15 +357,19 @@ class VaswaniPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Xavier-uniform projections and N(0, d_model^-0.5) embeddings, as in the reference tensor2tensor code;
-        the paper does not state its initialisation."""
+        """The paper does not state its initialisation. Default (`init_std=0.02`): N(0, 0.02) for every projection
+        and embedding, as BART/Marian; it trains faster early on than the alternative (measured in the README).
+        `init_std=None`: Xavier-uniform projections and N(0, d_model^-0.5) embeddings, as tensor2tensor."""
+        std = self.config.init_std
         if isinstance(module, nn.Linear):
-            init.xavier_uniform_(module.weight)
+            if std is None:
+                init.xavier_uniform_(module.weight)
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            std = self.config.init_std or self.config.d_model**-0.5
-            init.normal_(module.weight, mean=0.0, std=std)
+            init.normal_(module.weight, mean=0.0, std=self.config.d_model**-0.5 if std is None else std)
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                 module.weight[module.padding_idx].zero_()
         elif isinstance(module, nn.LayerNorm):

@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--label-smoothing", type=float, default=0.1)
     r.add_argument("--average-checkpoints", type=int, default=5, help="average the last N checkpoints (paper: 5)")
     r.add_argument("--save-steps", type=int, default=100, help="checkpoint interval in steps")
-    r.add_argument("--eval-steps", type=int, default=500, help="validation loss and BLEU interval in steps")
+    r.add_argument("--eval-steps", type=int, default=250, help="validation loss and BLEU interval in steps")
     r.add_argument("--beam", type=int, default=4, help="test beam size (paper: 4)")
     r.add_argument("--length-penalty", type=float, default=0.6, help="test length penalty alpha (paper: 0.6)")
     run = p.add_argument_group("run")
@@ -153,9 +153,11 @@ def build_model(args, tokenizer):
     from transformers import MarianConfig, MarianMTModel
 
     config = MarianConfig(  # the identical architecture with transformers' own implementation
-        **preset, activation_function="relu", scale_embedding=True, share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True, attention_dropout=0.0, activation_dropout=0.0, max_position_embeddings=1024,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, forced_eos_token_id=None,
+        **{**preset, "max_position_embeddings": 1024},  # Marian's table is a hard length limit; ours is not
+        activation_function="relu", scale_embedding=True,
+        share_encoder_decoder_embeddings=True, tie_word_embeddings=True, attention_dropout=0.0,
+        activation_dropout=0.0, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+        forced_eos_token_id=None,
     )  # fmt: skip
     return MarianMTModel(config)
 
@@ -219,7 +221,7 @@ def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict) 
     results = {
         **recipe.score(hypotheses, references), "test_sentences": len(sources), "corpus": data.description,
         "beam": args.beam, "length_penalty": args.length_penalty, "max_output_length": "input + 50",
-        "model_type": args.model_type, "preset": args.preset, "parameters": model.num_parameters(), **extra,
+        "model_type": args.model_type, "preset": args.preset, "parameters": model.num_parameters(only_trainable=True), **extra,
         "examples": [{"source": s, "reference": r, "translation": h}
                      for s, r, h in list(zip(sources, references, hypotheses, strict=True))[:5]],
     }  # fmt: skip
@@ -240,6 +242,7 @@ def run(args: argparse.Namespace) -> dict | None:
     d_model = vaswani.PRESETS[args.preset]["d_model"]
     peak = args.peak_learning_rate or recipe.paper_learning_rate(PAPER_WARMUP_STEPS, d_model, PAPER_WARMUP_STEPS)
     training_args = training_arguments(args, peak)
+    logger.info("Processes: %d (%s)", training_args.world_size, training_args.parallel_mode.value)
     tokenizer = load_tokenizer(args, data, training_args)
     train, validation = tokenize(tokenizer, data.train), tokenize(tokenizer, data.validation)
     sampler = corpus.TokenBatchSampler([len(f["input_ids"]) for f in train], [len(f["labels"]) for f in train],

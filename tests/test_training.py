@@ -53,13 +53,15 @@ def test_seq2seq_trainer_with_accumulation_and_label_smoothing(tmp_path):
     recorder = LossRecorder()
     args = Seq2SeqTrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=8, gradient_accumulation_steps=2,
-        label_smoothing_factor=0.1, learning_rate=3e-3, max_steps=30, logging_steps=5, report_to=[],
+        label_smoothing_factor=0.1, learning_rate=5e-3, max_steps=60, logging_steps=10, report_to=[],
         save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
     )  # fmt: skip
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[recorder])
     trainer.train()
-    assert len(recorder.losses) == 6
-    assert recorder.losses[-1] < 0.8 * recorder.losses[0], recorder.losses
+    losses = recorder.losses
+    assert len(losses) == 6
+    assert losses == sorted(losses, reverse=True), losses  # every logged loss lower than the one before
+    assert losses[-1] < losses[0] - 0.25, losses
     batch = collator(data[:2])
     assert "decoder_input_ids" in batch  # label smoothing pops labels; the decoder still gets its inputs
     assert torch.equal(batch["decoder_input_ids"][:, 0], torch.tensor([1, 1]))
