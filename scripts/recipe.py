@@ -58,6 +58,13 @@ class TokenBudgetTrainer(Seq2SeqTrainer):
         )
         return self.accelerator.prepare(loader)  # shards batches across processes
 
+    def evaluate(self, *args, **kwargs):
+        """Evaluation inside a forked RNG: its data loader draws seeds from the global generator, so otherwise
+        whether an evaluation ran before a checkpoint (Trainer evaluates at the last step) would change the dropout
+        masks after resuming, and a resumed run would not end where an uninterrupted one ends."""
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            return super().evaluate(*args, **kwargs)
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
             peak = self.args.learning_rate
