@@ -8,7 +8,6 @@ This file must import nothing from the `vaswani` package: it is copied flat into
 `AutoTokenizer.from_pretrained(..., trust_remote_code=True)` works where `vaswani` is not installed.
 """
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 
@@ -131,10 +130,8 @@ def check_tokenizer_file(path: str) -> None:
             "`python -m vaswani.scripts.train_tokenizer`."
         )
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        Tokenizer.from_str(json.dumps(data))
-    except Exception as error:  # json and tokenizers parse errors alike
+        Tokenizer.from_file(path)  # one parse: malformed JSON and invalid tokenizer content both raise here
+    except Exception as error:  # tokenizers raises a plain Exception for every parse error
         raise ValueError(
             f"Vocabulary file {path} is corrupt ({error}). Re-save the tokenizer or train it again."
         ) from error
