@@ -9,7 +9,13 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoToken
 # Absolute imports on purpose: pytest imports this file once more under the checkout's folder name (the repository
 # root is the package), and absolute imports make that second import reuse the same classes.
 from vaswani.configuration import PRESETS, VaswaniConfig
-from vaswani.modeling import VaswaniForConditionalGeneration, VaswaniModel, VaswaniPreTrainedModel
+from vaswani.modeling import (
+    VaswaniForConditionalGeneration,
+    VaswaniModel,
+    VaswaniPreTrainedModel,
+    VaswaniTranslationPipeline,
+    pipeline,
+)
 from vaswani.tokenization import VaswaniTokenizer
 
 __version__ = "0.1.0"
@@ -26,4 +32,6 @@ __all__ = [
     "VaswaniModel",
     "VaswaniPreTrainedModel",
     "VaswaniTokenizer",
+    "VaswaniTranslationPipeline",
+    "pipeline",
 ]

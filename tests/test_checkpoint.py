@@ -44,6 +44,9 @@ def test_checkpoint_is_self_contained(tmp_path):
         "AutoModel": "modeling_vaswani.VaswaniModel",
         "AutoModelForSeq2SeqLM": "modeling_vaswani.VaswaniForConditionalGeneration",
     }
+    assert "pipeline_vaswani.py" in files  # named by custom_pipelines: transformers 5 lacks both tasks
+    for task in ("translation", "text2text-generation"):
+        assert config["custom_pipelines"][task]["impl"] == "pipeline_vaswani.VaswaniTranslationPipeline"
     with safe_open(tmp_path / "model.safetensors", "pt") as weights:
         keys = set(weights.keys())
     # Tied weights are stored once; the sinusoid table is not stored at all.
