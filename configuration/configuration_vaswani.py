@@ -63,6 +63,13 @@ class VaswaniConfig(PretrainedConfig):
         max_position_embeddings: size of the learned position table, or of the precomputed sinusoid table
             (sinusoidal positions beyond it are computed on the fly, so it is not a limit then).
         layer_norm_eps: epsilon of every LayerNorm.
+        share_encoder_decoder_embeddings: True (the paper, Section 3.4): one embedding matrix for source and target.
+            False gives separate encoder and decoder embeddings, MarianMT's convention for separate vocabularies.
+        target_vocab_size: size of the decoder's vocabulary when it differs from `vocab_size` (MarianMT's
+            `decoder_vocab_size`; needs `share_encoder_decoder_embeddings=False`). None means `vocab_size`. (Not named
+            `decoder_...`: transformers maps every `decoder_*` field onto the decoder's text config.)
+        add_final_logits_bias: add a fixed bias vector to the output logits, MarianMT's `final_logits_bias` (used by
+            converted checkpoints). Not in the paper (False).
         init_std: the paper does not state its initialisation. A number: N(0, init_std) for every projection and
             embedding (0.02, as BART/Marian; it trains faster early on). None: Xavier-uniform projections and
             N(0, d_model^-0.5) embeddings, as the tensor2tensor reference code.
@@ -95,6 +102,9 @@ class VaswaniConfig(PretrainedConfig):
     max_position_embeddings: int = 1024
     layer_norm_eps: float = 1e-5
     init_std: float | None = 0.02
+    share_encoder_decoder_embeddings: bool = True
+    target_vocab_size: int | None = None
+    add_final_logits_bias: bool = False
     use_cache: bool = True
     is_encoder_decoder: bool = True
     pad_token_id: int | None = 0
@@ -109,6 +119,11 @@ class VaswaniConfig(PretrainedConfig):
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}. Choose one of: {', '.join(sorted(PRESETS))}.")
         return cls(**{**PRESETS[name], **overrides})
+
+    @property
+    def decoder_vocabulary(self) -> int:
+        """The decoder's vocabulary size: of its embedding and of the output logits."""
+        return self.vocab_size if self.target_vocab_size is None else self.target_vocab_size
 
     def validate_architecture(self):
         """Part of `@strict` validation: runs at construction and names the field and the fix."""
@@ -144,6 +159,13 @@ class VaswaniConfig(PretrainedConfig):
             raise ValueError(
                 f"Unknown `position_embedding_type` {self.position_embedding_type!r}. "
                 f"Choose one of: {', '.join(POSITION_EMBEDDING_TYPES)}."
+            )
+        if self.target_vocab_size is not None and self.target_vocab_size <= 0:
+            raise ValueError(f"`target_vocab_size` must be a positive integer or None, got {self.target_vocab_size}.")
+        if self.share_encoder_decoder_embeddings and self.decoder_vocabulary != self.vocab_size:
+            raise ValueError(
+                f"`target_vocab_size` ({self.target_vocab_size}) differs from `vocab_size` ({self.vocab_size}), so "
+                "source and target cannot share one embedding matrix: set `share_encoder_decoder_embeddings=False`."
             )
         if self.layer_norm_eps <= 0:
             raise ValueError(f"`layer_norm_eps` must be positive, got {self.layer_norm_eps}.")

@@ -376,6 +376,8 @@ class VaswaniPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, VaswaniForConditionalGeneration) and module.final_logits_bias is not None:
+            init.zeros_(module.final_logits_bias)
         elif isinstance(module, SinusoidalPositionalEncoding):
             # A non-persistent buffer: `from_pretrained` builds on the meta device, so rebuild it here.
             init.copy_(module.table, sinusoid_table(module.table.shape[0], module.d_model))
@@ -505,7 +507,7 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
 
     def __init__(self, config: VaswaniConfig):
         super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.embed_tokens = nn.Embedding(config.decoder_vocabulary, config.d_model, config.pad_token_id)
         self.embed_positions = positional_encoding(config)
         self.layers = nn.ModuleList([VaswaniDecoderLayer(config, i) for i in range(config.decoder_layers)])
         self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.pre_layer_norm else None
@@ -529,7 +531,7 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         if input_ids is None:
             raise ValueError("VaswaniDecoder needs `decoder_input_ids` (or `labels` to derive them from).")
         if not is_torchdynamo_compiling():
-            check_input_ids(input_ids, self.config.vocab_size, "decoder_input_ids")
+            check_input_ids(input_ids, self.config.decoder_vocabulary, "decoder_input_ids")
         # Training is teacher-forced: a cache would be filled and thrown away every step (+21% step time, measured).
         if use_cache and past_key_values is None and not self.training:
             past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
@@ -576,14 +578,18 @@ class VaswaniModel(VaswaniPreTrainedModel):
 
     def __init__(self, config: VaswaniConfig):
         super().__init__(config)
-        # One embedding matrix for source and target: the paper's vocabulary is shared (Sections 3.4 and 5.1).
-        self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
-        self._tied_weights_keys = {
-            "encoder.embed_tokens.weight": "shared.weight",
-            "decoder.embed_tokens.weight": "shared.weight",
-        }
         self.encoder = VaswaniEncoder(config)
         self.decoder = VaswaniDecoder(config)
+        if config.share_encoder_decoder_embeddings:
+            # One embedding matrix for source and target: the paper's vocabulary is shared (Sections 3.4 and 5.1).
+            self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+            self._tied_weights_keys = {
+                "encoder.embed_tokens.weight": "shared.weight",
+                "decoder.embed_tokens.weight": "shared.weight",
+            }
+        else:  # separate source and target vocabularies (MarianMT's convention): nothing to tie here
+            self.shared = None
+            self._tied_weights_keys = {}
         self.post_init()
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
@@ -594,10 +600,13 @@ class VaswaniModel(VaswaniPreTrainedModel):
         return dict(self._tied_weights_keys)
 
     def get_input_embeddings(self) -> nn.Embedding:
-        return self.shared
+        return self.encoder.embed_tokens
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.shared = self.encoder.embed_tokens = self.decoder.embed_tokens = value
+        if self.config.share_encoder_decoder_embeddings:
+            self.shared = self.encoder.embed_tokens = self.decoder.embed_tokens = value
+        else:
+            self.encoder.embed_tokens = value
 
     def get_encoder(self):
         return self.encoder
@@ -652,8 +661,13 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
     def __init__(self, config: VaswaniConfig):
         super().__init__(config)
         self.model = VaswaniModel(config)
-        # Tied to the shared embedding unless `tie_word_embeddings=False` (Section 3.4).
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # Tied to the target embedding unless `tie_word_embeddings=False` (Section 3.4).
+        self.lm_head = nn.Linear(config.d_model, config.decoder_vocabulary, bias=False)
+        if not config.share_encoder_decoder_embeddings:
+            self._tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
+        # MarianMT's fixed logit offsets, for converted checkpoints (not in the paper; `add_final_logits_bias`).
+        bias = torch.zeros(1, config.decoder_vocabulary) if config.add_final_logits_bias else None
+        self.register_buffer("final_logits_bias", bias)
         self.post_init()
         if self.generation_config is not None:  # the paper's decoding, Section 6.1
             for key, value in PAPER_GENERATION_DEFAULTS.items():
@@ -715,6 +729,8 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
+        if self.final_logits_bias is not None:
+            logits = logits + self.final_logits_bias.to(logits.dtype)
         loss = None
         if labels is not None:
             V = logits.shape[-1]
@@ -732,6 +748,26 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             encoder_hidden_states=outputs.encoder_hidden_states,
             encoder_attentions=outputs.encoder_attentions,
         )
+
+    @classmethod
+    def from_marian(cls, model_or_path, **kwargs) -> "VaswaniForConditionalGeneration":
+        """Converts a MarianMTModel (an object, a folder or a Hub id such as "Helsinki-NLP/opus-mt-en-de") into a
+        vaswani model with the same logits and generations. Needs the installed plugin (`vaswani.modeling.marian`)."""
+        try:
+            from vaswani.modeling.marian import from_marian
+        except ImportError as error:  # loaded as remote code
+            raise ImportError("MarianMT conversion is part of the vaswani plugin: `pip install vaswani`.") from error
+
+        return from_marian(model_or_path, **kwargs)
+
+    def to_marian(self):
+        """Exports to a MarianMTModel with the same logits (for CTranslate2, ONNX and other MarianMT tools)."""
+        try:
+            from vaswani.modeling.marian import to_marian
+        except ImportError as error:  # loaded as remote code
+            raise ImportError("MarianMT conversion is part of the vaswani plugin: `pip install vaswani`.") from error
+
+        return to_marian(self)
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
         """`GenerationMixin.generate`, with the paper's output-length rule as the default (Section 6.1): when

@@ -53,6 +53,11 @@ def test_unknown_preset_names_the_choices():
         ({"attention_dropout": -0.1}, r"`attention_dropout` must be in \[0, 1\)"),
         ({"activation_function": "tanh"}, r"Unknown `activation_function` 'tanh'. Choose one of: relu, gelu, silu"),
         ({"position_embedding_type": "rotary"}, r"Unknown `position_embedding_type` 'rotary'"),
+        ({"target_vocab_size": 100}, r"set `share_encoder_decoder_embeddings=False`"),
+        (
+            {"target_vocab_size": 0, "share_encoder_decoder_embeddings": False},
+            r"`target_vocab_size` must be a positive",
+        ),
         ({"d_model": "512"}, r"d_model"),
     ],
 )
@@ -79,3 +84,9 @@ def test_config_round_trip(tmp_path):
     assert isinstance(loaded, vaswani.VaswaniConfig)
     assert loaded.to_diff_dict() == config.to_diff_dict()
     assert loaded.pre_layer_norm and loaded.d_model == 32
+
+
+def test_separate_target_vocabulary():
+    config = VaswaniConfig.from_preset("tiny", share_encoder_decoder_embeddings=False, target_vocab_size=100)
+    assert config.decoder_vocabulary == 100 and VaswaniConfig.from_preset("tiny").decoder_vocabulary == 128
+    assert config.get_text_config(decoder=True).vocab_size == 128  # not renamed onto the decoder's text config

@@ -251,3 +251,22 @@ def test_no_split_modules_are_the_layers():
         "VaswaniEncoderLayer",
         "VaswaniDecoderLayer",
     }
+
+
+def test_separate_target_vocabulary_and_final_logits_bias():
+    """MarianMT's conventions as named options: separate embeddings, a target vocabulary of its own, a logit bias."""
+    model = tiny_model(share_encoder_decoder_embeddings=False, target_vocab_size=100, add_final_logits_bias=True)
+    assert model.model.shared is None
+    assert model.lm_head.weight is model.model.decoder.embed_tokens.weight  # tied to the target side
+    assert model.model.encoder.embed_tokens.weight is not model.model.decoder.embed_tokens.weight
+    assert torch.equal(model.final_logits_bias, torch.zeros(1, 100))
+    source = torch.randint(4, 128, (2, 6))
+    target = torch.randint(4, 100, (2, 5))
+    out = model(input_ids=source, decoder_input_ids=target)
+    assert out.logits.shape == (2, 5, 100)
+    model.final_logits_bias.fill_(1.5)
+    torch.testing.assert_close(model(input_ids=source, decoder_input_ids=target).logits, out.logits + 1.5)
+    with pytest.raises(
+        ValueError, match=r"`decoder_input_ids` contains token id 120, outside the vocabulary \[0, 100\)"
+    ):
+        model(input_ids=source, decoder_input_ids=torch.full((2, 5), 120))
