@@ -1,0 +1,301 @@
+"""Side-by-side speed and memory: vaswani against transformers' MarianMTModel with the identical architecture.
+
+python -m vaswani.scripts.benchmark                         # tiny, small, base; fp32; about 5 minutes on 2 CPU cores
+python -m vaswani.scripts.benchmark --sizes base --bf16     # adds the bf16-autocast training row
+python -m vaswani.scripts.benchmark --output benchmark.md   # also writes the table to a file
+
+Both models run in this one process, on the same inputs and thread count, alternating repetition by repetition so
+that both see the same machine state; the table gives medians (and the spread, min-max) after warm-up. MarianMT is
+built from vaswani's config by the exact exporter (`to_marian`): same d_model, layers, heads, d_ff, ReLU, scaled
+and shared embeddings, tied output, sdpa attention, and the same weights, so that both generate the same tokens.
+
+Figures: training throughput, (source + target) tokens per second of forward + backward + AdamW step; the peak
+memory a training step allocates on top of the weights and optimizer state (CPU: torch's allocations as the
+profiler records them; CUDA: the allocator's peak); new tokens per second for greedy and beam-4 decoding at
+a fixed output length; the machine's fp32 (and bf16) matrix-multiply rate measured here, and each training figure
+as a fraction of it (model FLOPs utilisation, from the analytic FLOP count of the step).
+"""
+
+import argparse
+import gc
+import logging
+import os
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+import vaswani
+
+logger = logging.getLogger("vaswani.benchmark")
+
+SIZES = {  # preset and vocabulary: the paper's base with its 37k BPE; small with the main job's 8k; tiny as in tests
+    "tiny": ("tiny", 128),
+    "small": ("small", 8000),
+    "base": ("base", 37000),
+}
+
+
+@dataclass
+class Timing:
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def rate(self, units: float) -> tuple[float, float, float]:
+        """units per second: median, and the range over repetitions."""
+        return units / self.median, units / max(self.seconds), units / min(self.seconds)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--batch-size", type=int, default=32, help="training batch (sentences)")
+    p.add_argument("--source-length", type=int, default=32)
+    p.add_argument("--target-length", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=32, help="fixed generated length")
+    p.add_argument("--generation-batch-sizes", type=int, nargs="+", default=[8, 1])
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement (medians reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--bf16", action="store_true", help="also time training under bf16 autocast")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--attn-implementation", default="sdpa", help="for both models: sdpa, eager, flash_attention_2")
+    p.add_argument("--skip-generation", action="store_true")
+    p.add_argument("--output", type=Path, help="also write the markdown table here")
+    return p.parse_args(argv)
+
+
+# ---- the two models -------------------------------------------------------------------------------------------------
+
+
+def build_pair(size: str, device: str, attn: str):
+    preset, vocab = SIZES[size]
+    torch.manual_seed(0)
+    config = vaswani.VaswaniConfig.from_preset(preset, vocab_size=vocab, max_position_embeddings=512)
+    ours = vaswani.VaswaniForConditionalGeneration._from_config(config, attn_implementation=attn)
+    marian = ours.to_marian()  # identical architecture and weights
+    marian.config._attn_implementation = attn
+    for model in (ours, marian):
+        model.to(device)
+        model.generation_config.update(num_beams=1, length_penalty=1.0, max_length=None)
+    return ours, marian
+
+
+def training_flops(config, batch: int, source: int, target: int) -> float:
+    """Analytic FLOPs of one training step (forward x 3): every matmul, attention scores and values included."""
+    d, ff = config.d_model, config.encoder_ffn_dim
+    S, T = batch * source, batch * target
+    encoder = config.encoder_layers * (S * 2 * (4 * d * d + 2 * d * ff) + S * 2 * 2 * source * d)
+    decoder = config.decoder_layers * (
+        T * 2 * (4 * d * d + 2 * d * d + 2 * d * ff)  # self q/k/v/o, cross q/o, feed-forward
+        + S * 2 * 2 * d * d  # cross-attention keys and values of the source
+        + T * 2 * 2 * target * d  # self-attention scores and values
+        + T * 2 * 2 * source * d  # cross-attention scores and values
+    )
+    head = T * 2 * d * config.vocab_size
+    return 3 * (encoder + decoder + head)
+
+
+def random_batch(config, batch: int, source: int, target: int, device: str, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(4, config.vocab_size, (batch, source), generator=g)
+    labels = torch.randint(4, config.vocab_size, (batch, target), generator=g)
+    attention_mask = torch.ones_like(input_ids)
+    for row in range(0, batch, 4):  # a quarter of the rows padded, as in real batches
+        cut = source - 1 - row % (source // 2)
+        input_ids[row, cut:], attention_mask[row, cut:] = config.pad_token_id, 0
+        labels[row, target - 1 - row % (target // 2) :] = -100
+    return {k: v.to(device) for k, v in dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels).items()}
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# ---- memory -------------------------------------------------------------------------------------------------------
+
+
+def peak_step_memory(step, device: str) -> int:
+    """Bytes a training step allocates at its peak, above what exists before it: the CUDA allocator's peak, or on
+    a CPU the running sum of torch's allocations and frees recorded by the profiler (the resident-set size would
+    hide allocations that the C allocator serves from memory freed by earlier steps)."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - start
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    usage = peak = 0
+    for event in sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start):
+        usage += event.self_cpu_memory_usage
+        peak = max(peak, usage)
+    return peak
+
+
+# ---- measurements -------------------------------------------------------------------------------------------------
+
+
+def time_training(models, batch, args, autocast_dtype=None) -> tuple[list[Timing], list[int | None]]:
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in models]
+    autocast = (
+        (lambda: torch.autocast(args.device.split(":")[0], dtype=autocast_dtype)) if autocast_dtype else nullcontext
+    )
+
+    def step(model, optimizer):
+        with autocast():
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for model in models:
+        model.train()
+    for _ in range(args.warmup):
+        for model, optimizer in zip(models, optimizers, strict=True):
+            step(model, optimizer)
+    timings = [Timing([]) for _ in models]
+    for _ in range(args.repeats):
+        for model, optimizer, timing in zip(models, optimizers, timings, strict=True):
+            synchronize(args.device)
+            start = time.perf_counter()
+            step(model, optimizer)
+            synchronize(args.device)
+            timing.seconds.append(time.perf_counter() - start)
+    peaks = [peak_step_memory(partial(step, m, o), args.device) for m, o in zip(models, optimizers, strict=True)]
+    return timings, peaks
+
+
+@torch.no_grad()
+def time_generation(models, config, batch_size: int, num_beams: int, args) -> list[Timing]:
+    inputs = random_batch(config, batch_size, args.source_length, 2, args.device, seed=1)
+    inputs.pop("labels")
+    options = dict(num_beams=num_beams, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                   do_sample=False, length_penalty=1.0, early_stopping=True)  # fmt: skip
+    for model in models:
+        model.eval()
+    for _ in range(max(1, args.warmup - 1)):
+        for model in models:
+            model.generate(**inputs, **options)
+    timings = [Timing([]) for _ in models]
+    for _ in range(args.repeats):
+        for model, timing in zip(models, timings, strict=True):
+            synchronize(args.device)
+            start = time.perf_counter()
+            model.generate(**inputs, **options)
+            synchronize(args.device)
+            timing.seconds.append(time.perf_counter() - start)
+    return timings
+
+
+def matmul_rate(dtype: torch.dtype, device: str, n: int = 1024, repeats: int = 30) -> float:
+    """FLOP/s of an n x n x n matrix multiply, the best of `repeats` (the machine's attainable peak)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+# ---- report ---------------------------------------------------------------------------------------------------------
+
+
+def fmt_rate(rate: tuple[float, float, float]) -> str:
+    median, low, high = rate
+    return f"{median:,.0f} ({low:,.0f}-{high:,.0f})"
+
+
+def row(name: str, ours: str, marian: str, ratio: float | None) -> str:
+    return f"| {name} | {ours} | {marian} | {'' if ratio is None else f'{ratio:.2f}x'} |"
+
+
+def benchmark_size(size: str, args, rates: dict) -> list[str]:
+    models = build_pair(size, args.device, args.attn_implementation)
+    config = models[0].config
+    params = models[0].num_parameters()
+    rows = [f"| **{size}** ({config.d_model}/{config.encoder_layers}+{config.decoder_layers}/"
+            f"{config.encoder_attention_heads}/{config.encoder_ffn_dim}, vocab {config.vocab_size}, "
+            f"{params / 1e6:.1f}M parameters) | | | |"]  # fmt: skip
+    batch = random_batch(config, args.batch_size, args.source_length, args.target_length, args.device)
+    tokens = args.batch_size * (args.source_length + args.target_length)
+    flops = training_flops(config, args.batch_size, args.source_length, args.target_length)
+    precisions = [("fp32", None, torch.float32)] + (
+        [("bf16 autocast", torch.bfloat16, torch.bfloat16)] if args.bf16 else []
+    )
+    for label, autocast_dtype, rate_dtype in precisions:
+        logger.info("%s: training, %s", size, label)
+        timings, peaks = time_training(models, batch, args, autocast_dtype)
+        ours, marian = (t.rate(tokens) for t in timings)
+        rows.append(row(f"train tokens/s, {label}", fmt_rate(ours), fmt_rate(marian), ours[0] / marian[0]))
+        mfu = [flops / t.median / rates[rate_dtype] for t in timings]
+        rows.append(row(f"train MFU, {label}", f"{mfu[0]:.0%}", f"{mfu[1]:.0%}", mfu[0] / mfu[1]))
+        if label == "fp32":
+            mib = [p / 2**20 for p in peaks]
+            rows.append(row("train step peak memory, MiB", f"{mib[0]:,.1f}", f"{mib[1]:,.1f}", mib[0] / mib[1]))
+    if not args.skip_generation:
+        for batch_size in args.generation_batch_sizes:
+            for name, beams in (("greedy", 1), ("beam-4", 4)):
+                logger.info("%s: %s decoding, batch %d", size, name, batch_size)
+                timings = time_generation(models, config, batch_size, beams, args)
+                ours, marian = (t.rate(batch_size * args.new_tokens) for t in timings)
+                rows.append(row(f"{name} new tokens/s, batch {batch_size}", fmt_rate(ours), fmt_rate(marian),
+                                ours[0] / marian[0]))  # fmt: skip
+    del models
+    gc.collect()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> str:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rates = {torch.float32: matmul_rate(torch.float32, args.device)}
+    if args.bf16:
+        rates[torch.bfloat16] = matmul_rate(torch.bfloat16, args.device)
+    device = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    )
+    lines = [
+        f"Device: {device}; torch {torch.__version__}; attention: {args.attn_implementation}.",
+        f"Matrix multiply (1024^3): fp32 {rates[torch.float32] / 1e9:,.1f} GFLOP/s"
+        + (f", bf16 {rates[torch.bfloat16] / 1e9:,.1f} GFLOP/s" if args.bf16 else "")
+        + ".",
+        f"Training batch {args.batch_size} x ({args.source_length} + {args.target_length}) tokens, a quarter of the rows "
+        f"padded; decoding {args.new_tokens} new tokens from {args.source_length}-token sources. Medians of "
+        f"{args.repeats} repetitions after {args.warmup} warm-up, (range).",
+        "",
+        "| | vaswani | MarianMT | vaswani / MarianMT |",
+        "| --- | --- | --- | --- |",
+    ]
+    for size in args.sizes:
+        lines += benchmark_size(size, args, rates)
+    table = "\n".join(lines)
+    print(table)
+    if args.output:
+        args.output.write_text(table + "\n", encoding="utf-8")
+    return table
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
