@@ -612,8 +612,10 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         )
         # Masks built once for the stack: causal (Section 3.2.3, "prevent leftward information flow") and padding.
         self_attn_cache = past_key_values.self_attention_cache if past_key_values is not None else None
-        causal_mask = None  # one new position while decoding, unpadded: it may see every cached position
-        if input_ids.shape[1] > 1 or attention_mask is not None:
+        # One new position while decoding, unpadded, with a cache that holds only real positions: it may see every
+        # cached position, so no mask is built. (A static cache holds unused slots, which only a mask hides.)
+        causal_mask = None
+        if input_ids.shape[1] > 1 or attention_mask is not None or getattr(self_attn_cache, "is_compileable", True):
             causal_mask = create_causal_mask(
                 config=self.config,
                 inputs_embeds=hidden_states,

@@ -12,7 +12,7 @@ and shared embeddings, tied output, sdpa attention, and the same weights, so tha
 Figures: training throughput, (source + target) tokens per second of forward + backward + AdamW step; the peak
 memory a training step allocates on top of the weights and optimizer state (CPU: torch's allocations as the
 profiler records them; CUDA: the allocator's peak); new tokens per second for greedy and beam-4 decoding at
-a fixed output length; the machine's fp32 (and bf16) matrix-multiply rate measured here, and each training figure
+a fixed output length (no end-of-sequence token); the machine's fp32 (and bf16) matrix-multiply rate measured here, and each training figure
 as a fraction of it (model FLOPs utilisation, from the analytic FLOP count of the step).
 """
 
@@ -84,7 +84,9 @@ def build_pair(size: str, device: str, attn: str):
     marian.config._attn_implementation = attn
     for model in (ours, marian):
         model.to(device)
-        model.generation_config.update(num_beams=1, length_penalty=1.0, max_length=None)
+        # No end-of-sequence token: every sequence runs to the fixed length, without an extra logits processor.
+        model.generation_config.update(num_beams=1, length_penalty=1.0, max_length=None, eos_token_id=None,
+                                       forced_eos_token_id=None)  # fmt: skip
     return ours, marian
 
 
@@ -181,8 +183,7 @@ def time_training(models, batch, args, autocast_dtype=None) -> tuple[list[Timing
 def time_generation(models, config, batch_size: int, num_beams: int, args) -> list[Timing]:
     inputs = random_batch(config, batch_size, args.source_length, 2, args.device, seed=1)
     inputs.pop("labels")
-    options = dict(num_beams=num_beams, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                   do_sample=False, length_penalty=1.0, early_stopping=True)  # fmt: skip
+    options = dict(num_beams=num_beams, max_new_tokens=args.new_tokens, do_sample=False)
     for model in models:
         model.eval()
     for _ in range(max(1, args.warmup - 1)):

@@ -94,3 +94,13 @@ def test_training_builds_no_cache_but_inference_does():
     model.eval()
     cache = model(**kwargs).past_key_values
     assert cache is not None and cache.get_seq_length() == 3
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_static_cache_decodes_like_the_dynamic_cache(num_beams):
+    model = tiny_model()
+    input_ids, attention_mask = random_batch()
+    kwargs = dict(attention_mask=attention_mask, num_beams=num_beams, max_new_tokens=12, min_new_tokens=12)
+    dynamic = model.generate(input_ids, **kwargs)
+    static = model.generate(input_ids, cache_implementation="static", **kwargs)
+    assert torch.equal(static, dynamic)
