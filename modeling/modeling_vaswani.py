@@ -270,13 +270,13 @@ class ResidualSublayer(nn.Module):
     def __init__(self, config: VaswaniConfig):
         super().__init__()
         self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout  # functional, not a module: one module call fewer per sub-layer and token
         self.pre_layer_norm = config.pre_layer_norm
 
     def forward(self, x: torch.Tensor, sublayer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         if self.pre_layer_norm:
-            return x + self.dropout(sublayer(self.layer_norm(x)))
-        return self.layer_norm(x + self.dropout(sublayer(x)))
+            return x + nn.functional.dropout(sublayer(self.layer_norm(x)), self.dropout, self.training)
+        return self.layer_norm(x + nn.functional.dropout(sublayer(x), self.dropout, self.training))
 
 
 class VaswaniEncoderLayer(GradientCheckpointingLayer):
