@@ -67,6 +67,16 @@ def check_input_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input
         )
 
 
+def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
+    """Targets are token ids of the decoder's vocabulary, or -100 where no loss is wanted."""
+    bad = labels[(labels != -100) & ((labels < 0) | (labels >= vocab_size))]
+    if bad.numel():
+        raise ValueError(
+            f"`labels` contains {bad[0].item()}, outside the vocabulary [0, {vocab_size}) and not -100 (the ignore "
+            "index). Encode targets with the model's tokenizer; mark padding with -100."
+        )
+
+
 def check_attention_mask(attention_mask: torch.Tensor | None, shape: torch.Size, name: str) -> None:
     if attention_mask is None or attention_mask.dim() != 2:  # 4D masks are taken as prepared by the caller
         return
@@ -778,6 +788,8 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         accumulation gives the same gradient as one large batch)."""
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         if labels is not None:
+            if not is_torchdynamo_compiling():
+                check_labels(labels, self.config.decoder_vocabulary)
             use_cache = False
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)

@@ -73,3 +73,12 @@ def test_benchmark_script_runs(tmp_path):
                  "greedy new tokens/s, batch 2", "beam-4 new tokens/s, batch 2"):  # fmt: skip
         assert name in rows and rows[name].rstrip(" |").endswith("x"), name
     assert (tmp_path / "bench.md").read_text().strip() == table.strip()
+
+
+def test_labels_outside_the_vocabulary_are_refused_clearly():
+    model = tiny_model()
+    ids = torch.randint(4, 128, (2, 5))
+    labels = ids.clone()
+    labels[1, -1] = 500  # the last position: not covered by the decoder-input check
+    with pytest.raises(ValueError, match=r"`labels` contains 500, outside the vocabulary \[0, 128\)"):
+        model(input_ids=ids, labels=labels)
