@@ -288,6 +288,9 @@ def main(argv: list[str] | None = None) -> None:
         results = run(args)
     except corpus.DataError as error:
         raise SystemExit(f"error: {error}") from None
+    finally:  # a worker that leaves with its process group alive can abort at exit ("terminate called ...")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     if results is None:
         return
     print(f"\nTest ({results['test_sentences']} sentences, {results['corpus']}), after {results['steps']} steps:")

@@ -196,7 +196,8 @@ def test_two_process_accelerate_run(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU (torchrun starts 2 processes; Trainer picks gloo
     because no GPU is present): both processes train, the main one evaluates."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    # This interpreter's accelerate (the venv's), not whatever `accelerate` is first on PATH.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vaswani.scripts.train_translation",
                *TINY_RUN, "--max-steps", "4", "--output-dir", str(tmp_path / "run")]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
