@@ -44,6 +44,13 @@ READS = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "fc1.weight", "embed
 WRITES = ("out_proj.weight", "out_proj.bias", "fc2.weight", "fc2.bias", "layer_norm.weight", "layer_norm.bias")
 
 
+# Config fields with the same name and meaning in MarianConfig and VaswaniConfig, copied as they are both ways.
+SHARED_FIELDS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
+                 "encoder_ffn_dim", "decoder_ffn_dim", "dropout", "attention_dropout", "activation_dropout",
+                 "scale_embedding", "tie_word_embeddings", "max_position_embeddings", "pad_token_id", "bos_token_id",
+                 "eos_token_id", "decoder_start_token_id")  # fmt: skip
+
+
 class MarianConversionError(ValueError):
     """The checkpoint is not MarianMT, or uses a MarianMT feature vaswani does not have."""
 
@@ -77,27 +84,11 @@ def config_from_marian(marian: MarianConfig, embeddings_shared: bool = True) -> 
         vocab_size=marian.vocab_size,
         target_vocab_size=None if share else target_vocab,
         share_encoder_decoder_embeddings=share,
-        d_model=marian.d_model,
-        encoder_layers=marian.encoder_layers,
-        decoder_layers=marian.decoder_layers,
-        encoder_attention_heads=marian.encoder_attention_heads,
-        decoder_attention_heads=marian.decoder_attention_heads,
-        encoder_ffn_dim=marian.encoder_ffn_dim,
-        decoder_ffn_dim=marian.decoder_ffn_dim,
-        dropout=marian.dropout,
-        attention_dropout=marian.attention_dropout,
-        activation_dropout=marian.activation_dropout,
         activation_function=activation,
-        scale_embedding=marian.scale_embedding,
-        tie_word_embeddings=marian.tie_word_embeddings,
-        max_position_embeddings=marian.max_position_embeddings,
         init_std=marian.init_std,
         add_final_logits_bias=True,
-        pad_token_id=marian.pad_token_id,
-        bos_token_id=marian.bos_token_id,
-        eos_token_id=marian.eos_token_id,
         unk_token_id=None,
-        decoder_start_token_id=marian.decoder_start_token_id,
+        **{name: getattr(marian, name) for name in SHARED_FIELDS},
     )
 
 
@@ -115,25 +106,9 @@ def marian_config_from(config: VaswaniConfig) -> MarianConfig:
         vocab_size=config.vocab_size,
         decoder_vocab_size=config.decoder_vocabulary,
         share_encoder_decoder_embeddings=config.share_encoder_decoder_embeddings,
-        d_model=config.d_model,
-        encoder_layers=config.encoder_layers,
-        decoder_layers=config.decoder_layers,
-        encoder_attention_heads=config.encoder_attention_heads,
-        decoder_attention_heads=config.decoder_attention_heads,
-        encoder_ffn_dim=config.encoder_ffn_dim,
-        decoder_ffn_dim=config.decoder_ffn_dim,
-        dropout=config.dropout,
-        attention_dropout=config.attention_dropout,
-        activation_dropout=config.activation_dropout,
         activation_function=config.activation_function,
-        scale_embedding=config.scale_embedding,
-        tie_word_embeddings=config.tie_word_embeddings,
-        max_position_embeddings=config.max_position_embeddings,
         init_std=config.init_std if config.init_std is not None else 0.02,
-        pad_token_id=config.pad_token_id,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        decoder_start_token_id=config.decoder_start_token_id,
+        **{name: getattr(config, name) for name in SHARED_FIELDS},
     )
 
 
