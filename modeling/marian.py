@@ -108,6 +108,7 @@ def marian_config_from(config: VaswaniConfig) -> MarianConfig:
         share_encoder_decoder_embeddings=config.share_encoder_decoder_embeddings,
         activation_function=config.activation_function,
         init_std=config.init_std if config.init_std is not None else 0.02,
+        forced_eos_token_id=None,  # vaswani never forces EOS; MarianConfig's default (0) is one of our token ids
         **{name: getattr(config, name) for name in SHARED_FIELDS},
     )
 

@@ -150,16 +150,14 @@ def build_model(args, tokenizer):
     preset = dict(vaswani.PRESETS[args.preset], vocab_size=len(tokenizer))
     if args.model_type == "vaswani":
         return AutoModelForSeq2SeqLM.from_config(vaswani.VaswaniConfig(**preset))
-    from transformers import MarianConfig, MarianMTModel
+    from transformers import MarianMTModel
 
-    config = MarianConfig(  # the identical architecture with transformers' own implementation
-        **{**preset, "max_position_embeddings": 1024},  # Marian's table is a hard length limit; ours is not
-        activation_function="relu", scale_embedding=True,
-        share_encoder_decoder_embeddings=True, tie_word_embeddings=True, attention_dropout=0.0,
-        activation_dropout=0.0, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
-        forced_eos_token_id=None,
-    )  # fmt: skip
-    return MarianMTModel(config)
+    from vaswani.modeling.marian import marian_config_from
+
+    # The identical architecture with transformers' own implementation, through the exact exporter's config mapping.
+    # max_position_embeddings 1024: Marian's table is a hard length limit; ours is not.
+    config = vaswani.VaswaniConfig(**{**preset, "max_position_embeddings": 1024})
+    return MarianMTModel(marian_config_from(config))
 
 
 def tokenize(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
