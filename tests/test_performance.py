@@ -4,14 +4,21 @@ formulas, and the benchmark script runs end to end. (Speed itself is measured by
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_model
+from conftest import random_batch, tiny_model
 from torch import nn
 
-from vaswani.modeling.modeling_vaswani import LARGE_VOCABULARY, cross_entropy, project_to_vocabulary
+from vaswani.modeling import modeling_vaswani
+from vaswani.modeling.modeling_vaswani import (
+    LARGE_VOCABULARY,
+    Linear,
+    cross_entropy,
+    project_to_vocabulary,
+    transposed_product_pays,
+)
 from vaswani.scripts import benchmark
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (8, 1), (4, 3), (2, 40)])  # decoding rows; the last is > SKINNY_ROWS
+@pytest.mark.parametrize("shape", [(1, 1), (8, 1), (4, 3), (16, 4), (2, 40)])  # decoding rows; the last is > 64
 def test_output_projection_equals_linear(shape):
     torch.manual_seed(0)
     head = nn.Linear(64, LARGE_VOCABULARY + 7, bias=False)
@@ -28,6 +35,88 @@ def test_output_projection_keeps_autograd():
     hidden = torch.randn(1, 1, 16, requires_grad=True)
     project_to_vocabulary(hidden, head).sum().backward()  # the training path: F.linear, with gradients
     assert hidden.grad is not None and head.weight.grad is not None
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("rows", "transposed"), [(1, True), (3, True), (4, True), (8, False), (16, True),
+                                                   (40, True), (64, True), (65, False)])  # fmt: skip
+def test_linear_equals_nn_linear(rows, transposed, bias):
+    torch.manual_seed(0)
+    plain = nn.Linear(256, 384, bias=bias)
+    ours = Linear(256, 384, bias=bias)
+    ours.load_state_dict(plain.state_dict())
+    x = torch.randn(rows, 1, 256)  # (batch x beams, one new position, d_model), as in decoding
+    with torch.no_grad():
+        assert transposed_product_pays(x, ours.weight) is transposed  # the path under test is the one taken
+        y = ours(x)
+        torch.testing.assert_close(y, plain(x), rtol=1e-5, atol=1e-5)
+        # the column-major result feeds the next product (its x^T is contiguous) and element-wise ops alike
+        torch.testing.assert_close(
+            ours(torch.relu(y)[..., :256]), plain(torch.relu(y)[..., :256]), rtol=1e-5, atol=1e-5
+        )
+    assert y.shape == (rows, 1, 384)
+
+
+def test_linear_trains_like_nn_linear():
+    torch.manual_seed(0)
+    plain, ours = nn.Linear(256, 256), Linear(256, 256)
+    ours.load_state_dict(plain.state_dict())
+    x = torch.randn(16, 1, 256)  # a row count that takes the transposed product in inference
+    plain(x).square().sum().backward()
+    ours(x).square().sum().backward()
+    torch.testing.assert_close(ours.weight.grad, plain.weight.grad)
+    torch.testing.assert_close(ours.bias.grad, plain.bias.grad)
+
+
+@pytest.mark.parametrize(("batch_size", "num_beams"), [(2, 1), (1, 4), (4, 4)])  # 2, 4 and 16 rows per step
+def test_decoding_with_transposed_products_matches_plain_products(monkeypatch, batch_size, num_beams):
+    model = tiny_model(d_model=256, encoder_ffn_dim=256, decoder_ffn_dim=256)  # weights large enough to qualify
+    input_ids, attention_mask = random_batch(batch_size, 7)
+    options = dict(num_beams=num_beams, max_new_tokens=6, do_sample=False, output_scores=True,
+                   return_dict_in_generate=True)  # fmt: skip
+    calls = []
+
+    def counting(x, weight):
+        calls.append(transposed := plain_rule(x, weight))
+        return transposed
+
+    plain_rule = transposed_product_pays
+    monkeypatch.setattr(modeling_vaswani, "transposed_product_pays", counting)
+    fast = model.generate(input_ids, attention_mask=attention_mask, **options)
+    assert any(calls)  # the transposed products were used
+    monkeypatch.setattr(modeling_vaswani, "transposed_product_pays", lambda x, weight: False)
+    plain = model.generate(input_ids, attention_mask=attention_mask, **options)
+    assert torch.equal(fast.sequences, plain.sequences)
+    for fast_scores, plain_scores in zip(fast.scores, plain.scores, strict=True):
+        torch.testing.assert_close(fast_scores, plain_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_cross_attention_mask_is_built_once_per_generation(monkeypatch):
+    model = tiny_model(attn_implementation="sdpa")
+    input_ids, attention_mask = random_batch(3, 7)
+    built = []
+    original = modeling_vaswani.create_bidirectional_mask
+
+    def counting(**kwargs):
+        built.append(kwargs.get("encoder_hidden_states") is not None)  # True: a cross-attention mask
+        return original(**kwargs)
+
+    monkeypatch.setattr(modeling_vaswani, "create_bidirectional_mask", counting)
+    model.generate(input_ids, attention_mask=attention_mask, num_beams=1, max_new_tokens=5, min_new_tokens=5)
+    assert built.count(True) == 1 and built.count(False) == 1  # not once per step; one encoder mask
+
+    # A cache reused with another source mask gets a new cross-attention mask.
+    encoder_outputs = model.get_encoder()(input_ids, attention_mask=attention_mask)
+    cache = model(input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs,
+                  decoder_input_ids=input_ids[:, :1], use_cache=True).past_key_values  # fmt: skip
+    built.clear()
+    other_mask = torch.ones_like(attention_mask)
+    step = model(input_ids, attention_mask=other_mask, encoder_outputs=encoder_outputs,
+                 decoder_input_ids=input_ids[:, 1:2], past_key_values=cache, use_cache=True)  # fmt: skip
+    assert built == [True]
+    uncached = model(input_ids, attention_mask=other_mask, encoder_outputs=encoder_outputs,
+                     decoder_input_ids=input_ids[:, :2])  # fmt: skip
+    torch.testing.assert_close(step.logits[:, -1], uncached.logits[:, -1], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("num_items_in_batch", [None, 9])
