@@ -153,9 +153,10 @@ def positional_encoding(config: VaswaniConfig) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------------
 # While decoding, every linear map gets only batch x beams rows, and its weight streams from memory at every step.
 # For such skinny products the BLAS kernel behind `F.linear` (x W^T) is slow on a CPU, and the same product computed
-# as (W x^T)^T is faster. Measured in the model's own decoding on this project's 2-core machine (MKL; README, "Speed"):
-# 15-30% faster steps at 1-4 and 16-64 rows, none at 8 rows; for the 37k-word output projection 2-3x at any row
-# count up to 64. Below 256 x 256 weights the two extra tensor ops cost more than the product saves.
+# as (W x^T)^T is faster. On this project's 2-core machine (MKL; README, "Speed"), one product with its weight from
+# memory took 0.21-0.93 of the time at 1-4 rows and 0.65-0.89 at 16-64 rows, and base decoding ran 8-11% faster
+# against MarianMT with it; at 8 rows it gained nothing. The 37k-word output projection took 1/3 of the time at one
+# row and 2/3 at 8-32. Below 256 x 256 weights the two extra tensor ops cost more than the product saves.
 FEW_ROWS = 4
 SKINNY_ROWS = (16, 64)
 SMALLEST_WEIGHT = 256 * 256
@@ -716,10 +717,12 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         decoding it is the same at every step, so it is built once and kept with the cache, for as long as the
         same source mask comes back (generation passes one tensor throughout); rebuilding it was about 9% of the
         tiny model's profiled decoding time."""
-        key = (encoder_attention_mask, hidden_states.shape[:2], getattr(encoder_hidden_states, "shape", None))
+        shapes = (hidden_states.shape[:2], getattr(encoder_hidden_states, "shape", None))
         cached = getattr(past_key_values, "vaswani_cross_attention_mask", None)
-        if cached is not None and cached[0][0] is key[0] and cached[0][1:] == key[1:]:
-            return cached[1]
+        if cached is not None:
+            source_mask, cached_shapes, mask = cached
+            if source_mask is encoder_attention_mask and cached_shapes == shapes:
+                return mask
         mask = create_bidirectional_mask(
             config=self.config,
             inputs_embeds=hidden_states,
@@ -727,7 +730,7 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
             encoder_hidden_states=encoder_hidden_states,
         )
         if past_key_values is not None and not is_torchdynamo_compiling():
-            past_key_values.vaswani_cross_attention_mask = (key, mask)
+            past_key_values.vaswani_cross_attention_mask = (encoder_attention_mask, shapes, mask)
         return mask
 
 

@@ -51,9 +51,8 @@ def test_linear_equals_nn_linear(rows, transposed, bias):
         y = ours(x)
         torch.testing.assert_close(y, plain(x), rtol=1e-5, atol=1e-5)
         # the column-major result feeds the next product (its x^T is contiguous) and element-wise ops alike
-        torch.testing.assert_close(
-            ours(torch.relu(y)[..., :256]), plain(torch.relu(y)[..., :256]), rtol=1e-5, atol=1e-5
-        )
+        fed_back = torch.relu(y)[..., :256]
+        torch.testing.assert_close(ours(fed_back), plain(fed_back), rtol=1e-5, atol=1e-5)
     assert y.shape == (rows, 1, 384)
 
 
@@ -75,12 +74,12 @@ def test_decoding_with_transposed_products_matches_plain_products(monkeypatch, b
     options = dict(num_beams=num_beams, max_new_tokens=6, do_sample=False, output_scores=True,
                    return_dict_in_generate=True)  # fmt: skip
     calls = []
+    plain_rule = transposed_product_pays
 
     def counting(x, weight):
         calls.append(transposed := plain_rule(x, weight))
         return transposed
 
-    plain_rule = transposed_product_pays
     monkeypatch.setattr(modeling_vaswani, "transposed_product_pays", counting)
     fast = model.generate(input_ids, attention_mask=attention_mask, **options)
     assert any(calls)  # the transposed products were used
