@@ -11,6 +11,7 @@ torch, transformers and that one sibling file.
 """
 
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -149,30 +150,86 @@ def positional_encoding(config: VaswaniConfig) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Linear maps for CPU decoding
+# Linear maps on CPUs
 # ----------------------------------------------------------------------------------------------------------------
-# While decoding, every linear map gets only batch x beams rows, and its weight streams from memory at every step.
-# For such skinny products the BLAS kernel behind `F.linear` (x W^T) is slow on a CPU, and the same product computed
-# as (W x^T)^T is faster. On this project's 2-core machine (MKL; README, "Speed"), one product with its weight from
-# memory took 0.21-0.93 of the time at 1-4 rows and 0.65-0.89 at 16-64 rows, and base decoding ran 8-11% faster
-# against MarianMT with it; at 8 rows it gained nothing. The 37k-word output projection took 1/3 of the time at one
-# row and 2/3 at 8-32. Below 256 x 256 weights the two extra tensor ops cost more than the product saves.
-FEW_ROWS = 4
-SKINNY_ROWS = (16, 64)
+# PyTorch's CPU `F.linear` calls MKL's sgemm. oneDNN, which PyTorch also ships (it is the kernel behind
+# `torch.ops.mkldnn._linear_pointwise`, the op inductor emits for CPU linear layers), computes the same product
+# faster on this project's machine (AMD EPYC, 2 cores; README, "Speed"): 1.2-1.3x for the training shapes (1024 rows,
+# forward and input gradient) and 1.1-2x for decoding's few rows, whose weights stream from memory at every step.
+# Below 256 x 256 weights its fixed cost per call (about 11 us) outweighs that. The gradient of the weight stays
+# with MKL (oneDNN was not faster there). `VASWANI_ONEDNN=0` in the environment turns this off.
+#
+# At 1-4 rows (greedy or beam search at batch 1) computing x W^T as (W x^T)^T is faster still: one product took
+# 0.21-0.93 of `F.linear`'s time with its weight from memory.
 SMALLEST_WEIGHT = 256 * 256
+FEW_ROWS = 4
 LARGE_VOCABULARY = 16384
 VOCABULARY_BLOCK = 4096  # output-projection rows per product: the transposed copy of each block stays in cache
+ONEDNN_LINEAR = (
+    os.environ.get("VASWANI_ONEDNN", "1") != "0"
+    and torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")  # x86: where it was measured
+)
+
+
+def onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether to compute x W^T with oneDNN: a CPU float32 product with a weight of at least 256 x 256, outside
+    autocast (which picks its own kernels) and `torch.compile` (inductor does the same itself)."""
+    return (
+        ONEDNN_LINEAR
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and weight.numel() >= SMALLEST_WEIGHT
+        and x.numel() > 0
+        and not torch.is_autocast_enabled("cpu")
+        and not is_torchdynamo_compiling()
+    )
+
+
+def onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., in) W^T (in, out) + b by oneDNN's inner product; W may be a transposed view."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class OneDNNLinearFunction(torch.autograd.Function):
+    """y = x W^T + b with oneDNN for y and dL/dx = dL/dy W; dL/dW = (dL/dy)^T x by `torch.mm`."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_product(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_y = grad_output.reshape(-1, weight.shape[0])  # (..., out) -> (N, out)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = onednn_product(grad_y, weight.t()).view(x.shape)  # (N, out) (out, in) -> (..., in)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.mm(grad_y.t(), x.reshape(-1, weight.shape[1]))  # (out, N) (N, in) -> (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_y.sum(0)  # (out,)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear`, by oneDNN where that is faster (`onednn_pays`), with gradients when autograd needs them."""
+    if not onednn_pays(x, weight):
+        return nn.functional.linear(x, weight, bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return OneDNNLinearFunction.apply(x, weight, bias)
+    return onednn_product(x, weight, bias)
 
 
 def transposed_product_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether x W^T is faster as (W x^T)^T: CPU float32 inference with a weight of at least 256 x 256 and 1-4 or
-    16-64 rows, or up to 64 rows against a large vocabulary. Training (autograd) and GPUs always use `F.linear`."""
-    rows = x.numel() // x.shape[-1]
-    low, high = SKINNY_ROWS
+    """Whether x W^T is faster as (W x^T)^T: CPU float32 inference with 1-4 rows and a weight of at least
+    256 x 256. Training (autograd) and GPUs never take it."""
     return (
-        rows <= high
+        x.numel() // x.shape[-1] <= FEW_ROWS
         and weight.numel() >= SMALLEST_WEIGHT
-        and (rows <= FEW_ROWS or rows >= low or weight.shape[0] >= LARGE_VOCABULARY)
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
@@ -187,13 +244,13 @@ def skinny_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` (same parameters, same checkpoints), with CPU decoding's skinny products computed as
-    (W x^T + b)^T. The result is a transposed view: views and element-wise ops take it as it is, and the next
+    """`nn.Linear` (same parameters, same checkpoints) computed by `linear`; at 1-4 rows on a CPU, as
+    (W x^T + b)^T. That result is a transposed view: views and element-wise ops take it as it is, and the next
     such product reads it as its x^T without a copy."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not transposed_product_pays(x, self.weight):
-            return nn.functional.linear(x, self.weight, self.bias)
+            return linear(x, self.weight, self.bias)
         matrix, rows = skinny_rows(x)
         if self.bias is None:
             y = torch.mm(self.weight, matrix.t())  # (out, M)
@@ -494,31 +551,27 @@ class VaswaniPreTrainedModel(PreTrainedModel):
             )  # fmt: skip
 
 
-def project_to_vocabulary(hidden_states: torch.Tensor, lm_head: nn.Linear) -> torch.Tensor:
-    """The pre-softmax linear transformation (Section 3.4): hidden (..., d_model) -> logits (..., V).
+class OutputProjection(Linear):
+    """The pre-softmax linear transformation (Section 3.4): hidden (..., d_model) -> logits (..., V), always
+    row-major (generation's softmax and top-k read rows, and are several times slower on column-major logits).
 
-    Decoding on a CPU with a large vocabulary (see `transposed_product_pays`) computes it as (W x^T)^T, one block
-    of the vocabulary at a time, writing each block's transpose into row-major logits: generation's softmax and
-    top-k read rows, and are several times slower on column-major logits. At 32-64 rows this is about 22% faster
-    than one (V, M) product and one transposed copy of it; with a small vocabulary, the copies cost what the
-    product saves.
+    Decoding at 1-4 rows on a CPU with a large vocabulary computes it as (W x^T)^T, one block of the vocabulary at a
+    time, writing each block's transpose into the logits (each block's copy stays in cache). 1 x 512 x 37000 took
+    3.1 ms this way, 3.9 ms by oneDNN and 8.5 ms by `F.linear`. Otherwise it is `linear`, as every other layer.
     """
-    weight = lm_head.weight  # (V, d_model)
-    if (
-        weight.shape[0] < LARGE_VOCABULARY
-        or lm_head.bias is not None
-        or not transposed_product_pays(hidden_states, weight)
-    ):
-        return lm_head(hidden_states)
-    x, rows = skinny_rows(hidden_states)  # (M, d_model)
-    vocabulary = weight.shape[0]
-    logits = x.new_empty(rows, vocabulary)  # (M, V)
-    block = x.new_empty(min(VOCABULARY_BLOCK, vocabulary), x.shape[0])  # (block, M)
-    for start in range(0, vocabulary, VOCABULARY_BLOCK):
-        part = weight[start : start + VOCABULARY_BLOCK]  # (block, d_model)
-        product = torch.mm(part, x.t(), out=block[: part.shape[0]])  # (block, M)
-        logits[:, start : start + part.shape[0]] = product[:, :rows].t()
-    return logits.view(*hidden_states.shape[:-1], vocabulary)  # (..., V)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.out_features < LARGE_VOCABULARY or self.bias is not None or not transposed_product_pays(x, self.weight):
+            return linear(x, self.weight, self.bias)
+        matrix, rows = skinny_rows(x)  # (M, d_model)
+        vocabulary = self.out_features
+        logits = matrix.new_empty(rows, vocabulary)  # (M, V)
+        block = matrix.new_empty(min(VOCABULARY_BLOCK, vocabulary), matrix.shape[0])  # (block, M)
+        for start in range(0, vocabulary, VOCABULARY_BLOCK):
+            part = self.weight[start : start + VOCABULARY_BLOCK]  # (block, d_model)
+            product = torch.mm(part, matrix.t(), out=block[: part.shape[0]])  # (block, M)
+            logits[:, start : start + part.shape[0]] = product[:, :rows].t()
+        return logits.view(*x.shape[:-1], vocabulary)  # (..., V)
 
 
 LOSS_BLOCK_ROWS = 64
@@ -823,7 +876,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = VaswaniModel(config)
         # Tied to the target embedding unless `tie_word_embeddings=False` (Section 3.4).
-        self.lm_head = nn.Linear(config.d_model, config.decoder_vocabulary, bias=False)
+        self.lm_head = OutputProjection(config.d_model, config.decoder_vocabulary, bias=False)
         if not config.share_encoder_decoder_embeddings:
             self._tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
         # MarianMT's fixed logit offsets, for converted checkpoints (not in the paper; `add_final_logits_bias`).
@@ -891,7 +944,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        logits = project_to_vocabulary(outputs.last_hidden_state, self.lm_head)  # (B, T, V)
+        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
         if self.final_logits_bias is not None:
             logits = logits + self.final_logits_bias.to(logits.dtype)
         loss = None
