@@ -152,25 +152,25 @@ def positional_encoding(config: VaswaniConfig) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------------
 # Linear maps on CPUs
 # ----------------------------------------------------------------------------------------------------------------
-# PyTorch's CPU `F.linear` calls MKL's sgemm. oneDNN, which PyTorch also ships (it is the kernel behind
-# `torch.ops.mkldnn._linear_pointwise`, the op inductor emits for CPU linear layers), computes the same product
-# faster on this project's machine (AMD EPYC, 2 cores; README, "Speed"): 1.2-1.3x for the training shapes (1024 rows,
-# forward and input gradient) and 1.1-2x for decoding's few rows, whose weights stream from memory at every step.
-# Below 256 x 256 weights its fixed cost per call (about 11 us) outweighs that. The gradient of the weight stays
-# with MKL (oneDNN was not faster there). `VASWANI_ONEDNN=0` in the environment turns this off.
+# PyTorch's CPU `F.linear` calls MKL's sgemm. oneDNN, which PyTorch also ships (its inner product is the kernel
+# behind `torch.ops.mkldnn._linear_pointwise`, the op inductor emits for CPU linear layers), computes the same
+# products faster on this project's machine (AMD EPYC, 2 cores; README, "Speed"): 1.2-1.3x for the training shapes
+# (1024 rows, forward and input gradient), and for decoding's few rows, whose weights stream from memory at every
+# step, 1.2-2x; in oneDNN's own blocked layout ("packed", made once per weight) another 1.3-1.6x at 8-64 rows.
+# Below 256 x 256 weights its fixed cost per call (about 11 us) outweighs the gain. The weight's gradient stays with
+# MKL (oneDNN was not faster there).
 #
-# At 1-4 rows (greedy or beam search at batch 1) computing x W^T as (W x^T)^T is faster still: one product took
-# 0.21-0.93 of `F.linear`'s time with its weight from memory.
+# In the environment, `VASWANI_ONEDNN=0` turns oneDNN off; `VASWANI_PACKED_WEIGHTS=0` keeps it, without the packed
+# copies (they cost the weights' size in memory while the model is used for inference).
 SMALLEST_WEIGHT = 256 * 256
-FEW_ROWS = 4
-LARGE_VOCABULARY = 16384
-VOCABULARY_BLOCK = 4096  # output-projection rows per product: the transposed copy of each block stays in cache
+PACKING_ROWS = 8  # oneDNN picks the blocked layout for this many rows; 1-256 rows ran as fast with it (measured)
 ONEDNN_LINEAR = (
     os.environ.get("VASWANI_ONEDNN", "1") != "0"
     and torch.backends.mkldnn.is_available()
     and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")  # x86: where it was measured
 )
+PACKED_WEIGHTS = os.environ.get("VASWANI_PACKED_WEIGHTS", "1") != "0"
 
 
 def onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -188,7 +188,7 @@ def onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., in) W^T (in, out) + b by oneDNN's inner product; W may be a transposed view."""
+    """x (..., in) W^T (in, out) + b by oneDNN's inner product; W may be a transposed view or packed."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
@@ -215,48 +215,45 @@ class OneDNNLinearFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, by oneDNN where that is faster (`onednn_pays`), with gradients when autograd needs them."""
-    if not onednn_pays(x, weight):
-        return nn.functional.linear(x, weight, bias)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-        return OneDNNLinearFunction.apply(x, weight, bias)
-    return onednn_product(x, weight, bias)
-
-
-def transposed_product_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether x W^T is faster as (W x^T)^T: CPU float32 inference with 1-4 rows and a weight of at least
-    256 x 256. Training (autograd) and GPUs never take it."""
-    return (
-        x.numel() // x.shape[-1] <= FEW_ROWS
-        and weight.numel() >= SMALLEST_WEIGHT
-        and x.device.type == "cpu"
-        and x.dtype == weight.dtype == torch.float32
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-    )
-
-
-def skinny_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """x as a (M, in) matrix, with a single row doubled: a matrix-vector product takes BLAS's slow path again."""
-    rows = x.numel() // x.shape[-1]
-    x = x.reshape(rows, x.shape[-1])  # (..., in) -> (M, in)
-    return (torch.cat([x, x]) if rows == 1 else x), rows
-
-
 class Linear(nn.Linear):
-    """`nn.Linear` (same parameters, same checkpoints) computed by `linear`; at 1-4 rows on a CPU, as
-    (W x^T + b)^T. That result is a transposed view: views and element-wise ops take it as it is, and the next
-    such product reads it as its x^T without a copy."""
+    """`nn.Linear` (same parameters, same checkpoints), computed by oneDNN where that is faster (`onednn_pays`).
+
+    Inference (no gradient needed) uses a packed copy of the weight, made at the first such call and made again
+    whenever the weight changes (an optimizer step, `load_state_dict`, `.to()`); `train()` drops it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.packed = None  # ((data pointer, version) of the weight it was made from, the packed weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not transposed_product_pays(x, self.weight):
-            return linear(x, self.weight, self.bias)
-        matrix, rows = skinny_rows(x)
-        if self.bias is None:
-            y = torch.mm(self.weight, matrix.t())  # (out, M)
-        else:
-            y = torch.addmm(self.bias[:, None], self.weight, matrix.t())  # (out, M)
-        return y[:, :rows].t().view(*x.shape[:-1], self.out_features)  # (M, out) -> (..., out), column-major
+        if not onednn_pays(x, self.weight):
+            return nn.functional.linear(x, self.weight, self.bias)
+        parameters = (self.weight, self.bias) if self.bias is not None else (self.weight,)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *parameters)):
+            return OneDNNLinearFunction.apply(x, self.weight, self.bias)
+        return onednn_product(x, self.packed_weight(), self.bias)
+
+    def packed_weight(self) -> torch.Tensor:
+        weight = self.weight
+        if not PACKED_WEIGHTS or weight.is_inference():  # inference tensors carry no version to check
+            return weight
+        made_from = (weight.data_ptr(), weight._version)
+        if self.packed is None or self.packed[0] != made_from:
+            self.packed = (made_from, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKING_ROWS))
+        return self.packed[1]
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.packed = None  # training changes the weight at every step
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        self.packed = None  # `.to()`, `.half()`, ...: the weight is replaced
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        state = super().__getstate__()  # deepcopy and pickle: a packed tensor has no storage to copy
+        return {**state, "packed": None}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -549,29 +546,6 @@ class VaswaniPreTrainedModel(PreTrainedModel):
                 work_dir, repo_id, files_timestamps={}, commit_message=commit_message, token=token,
                 create_pr=create_pr, revision=revision, commit_description=commit_description,
             )  # fmt: skip
-
-
-class OutputProjection(Linear):
-    """The pre-softmax linear transformation (Section 3.4): hidden (..., d_model) -> logits (..., V), always
-    row-major (generation's softmax and top-k read rows, and are several times slower on column-major logits).
-
-    Decoding at 1-4 rows on a CPU with a large vocabulary computes it as (W x^T)^T, one block of the vocabulary at a
-    time, writing each block's transpose into the logits (each block's copy stays in cache). 1 x 512 x 37000 took
-    3.1 ms this way, 3.9 ms by oneDNN and 8.5 ms by `F.linear`. Otherwise it is `linear`, as every other layer.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.out_features < LARGE_VOCABULARY or self.bias is not None or not transposed_product_pays(x, self.weight):
-            return linear(x, self.weight, self.bias)
-        matrix, rows = skinny_rows(x)  # (M, d_model)
-        vocabulary = self.out_features
-        logits = matrix.new_empty(rows, vocabulary)  # (M, V)
-        block = matrix.new_empty(min(VOCABULARY_BLOCK, vocabulary), matrix.shape[0])  # (block, M)
-        for start in range(0, vocabulary, VOCABULARY_BLOCK):
-            part = self.weight[start : start + VOCABULARY_BLOCK]  # (block, d_model)
-            product = torch.mm(part, matrix.t(), out=block[: part.shape[0]])  # (block, M)
-            logits[:, start : start + part.shape[0]] = product[:, :rows].t()
-        return logits.view(*x.shape[:-1], vocabulary)  # (..., V)
 
 
 LOSS_BLOCK_ROWS = 64
@@ -876,7 +850,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = VaswaniModel(config)
         # Tied to the target embedding unless `tie_word_embeddings=False` (Section 3.4).
-        self.lm_head = OutputProjection(config.d_model, config.decoder_vocabulary, bias=False)
+        self.lm_head = Linear(config.d_model, config.decoder_vocabulary, bias=False)  # Section 3.4
         if not config.share_encoder_decoder_embeddings:
             self._tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
         # MarianMT's fixed logit offsets, for converted checkpoints (not in the paper; `add_final_logits_bias`).

@@ -1,7 +1,10 @@
-"""The speed changes keep the math: oneDNN's linear maps, the skinny products, the CPU output projection and the
-fused cross-entropy agree with the plain formulas, and the benchmark script runs end to end. (Speed itself is measured by scripts/benchmark.py, not here.)"""
+"""The speed changes keep the math: oneDNN's linear maps (packed or not, in inference and in training) and the fused
+cross-entropy agree with the plain formulas, and the benchmark script runs end to end. (Speed itself is measured by
+scripts/benchmark.py, not here.)"""
 
+import copy
 import os
+import pickle
 import subprocess
 import sys
 
@@ -12,55 +15,99 @@ from conftest import random_batch, tiny_model
 from torch import nn
 
 from vaswani.modeling import modeling_vaswani
-from vaswani.modeling.modeling_vaswani import (
-    LARGE_VOCABULARY,
-    Linear,
-    OutputProjection,
-    cross_entropy,
-    linear,
-    onednn_pays,
-    transposed_product_pays,
-)
+from vaswani.modeling.modeling_vaswani import Linear, cross_entropy, onednn_pays
 from vaswani.scripts import benchmark
 
 needs_onednn = pytest.mark.skipif(not modeling_vaswani.ONEDNN_LINEAR, reason="oneDNN's linear op is not available")
 
 
-@needs_onednn
-@pytest.mark.parametrize("rows", [1, 8, 40, 300])
-def test_onednn_linear_equals_f_linear(rows):
+def linear_pair(in_features: int = 256, out_features: int = 384, bias: bool = True) -> tuple[nn.Linear, Linear]:
     torch.manual_seed(0)
-    weight, bias = torch.randn(384, 256) / 16, torch.randn(384)  # outputs of order 1, as in a model
+    plain = nn.Linear(in_features, out_features, bias=bias)
+    ours = Linear(in_features, out_features, bias=bias)
+    ours.load_state_dict(plain.state_dict())
+    return plain, ours
+
+
+@needs_onednn
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows", [1, 3, 8, 40, 300])  # decoding's batch x beams, and an encoder's batch x length
+def test_linear_equals_nn_linear_in_inference(monkeypatch, rows, bias, packed):
+    monkeypatch.setattr(modeling_vaswani, "PACKED_WEIGHTS", packed)
+    plain, ours = linear_pair(bias=bias)
     x = torch.randn(rows, 1, 256)
-    assert onednn_pays(x, weight)  # the path under test is the one taken
-    torch.testing.assert_close(linear(x, weight, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(linear(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)
-    transposed_input = torch.randn(256, rows).t()  # a column-major x, as the skinny products return
-    torch.testing.assert_close(linear(transposed_input, weight), F.linear(transposed_input, weight), rtol=1e-5,
-                               atol=1e-5)  # fmt: skip
+    with torch.no_grad():
+        assert onednn_pays(x, ours.weight)  # the path under test is the one taken
+        torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)
+        assert (ours.packed is not None) is packed
+        transposed = torch.randn(256, rows).t()  # a column-major input
+        torch.testing.assert_close(ours(transposed), plain(transposed), rtol=1e-5, atol=1e-5)
 
 
 @needs_onednn
-def test_onednn_linear_gradients_equal_f_linear():
-    torch.manual_seed(0)
-    weight, bias = torch.randn(384, 256, requires_grad=True), torch.randn(384, requires_grad=True)
+def test_linear_gradients_equal_nn_linear():
+    plain, ours = linear_pair()
     x = torch.randn(4, 9, 256, requires_grad=True)
     grad_y = torch.randn(4, 9, 384)
-    ours = torch.autograd.grad(linear(x, weight, bias), (x, weight, bias), grad_y)
-    expected = torch.autograd.grad(F.linear(x, weight, bias), (x, weight, bias), grad_y)
-    for got, want in zip(ours, expected, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    (grad_x,) = torch.autograd.grad(linear(x, weight.detach()), x, grad_y)  # frozen weight: only dL/dx
+    expected = torch.autograd.grad(plain(x), (x, plain.weight, plain.bias), grad_y)
+    got = torch.autograd.grad(ours(x), (x, ours.weight, ours.bias), grad_y)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+    assert ours.packed is None  # training does not pack
+    ours.requires_grad_(False)  # frozen layer: only dL/dx
+    (grad_x,) = torch.autograd.grad(ours(x), x, grad_y)
     torch.testing.assert_close(grad_x, expected[0], rtol=1e-4, atol=1e-4)
 
 
-def test_onednn_is_left_to_autocast_gpus_and_small_weights():
+@needs_onednn
+def test_packed_weight_follows_the_weight():
+    plain, ours = linear_pair()
+    ours.eval()
+    x = torch.randn(8, 256)
+    with torch.no_grad():
+        ours(x)
+        first = ours.packed[1]
+        ours(x)
+        assert ours.packed[1] is first  # made once
+        ours.weight.mul_(2)  # what an optimizer step does: in place
+        torch.testing.assert_close(ours(x), F.linear(x, ours.weight, ours.bias), rtol=1e-5, atol=1e-5)
+        ours.load_state_dict(plain.state_dict())
+        torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)
+    for twin in (copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):  # a packed tensor has no storage
+        assert twin.packed is None and ours.packed is not None
+        with torch.no_grad():
+            torch.testing.assert_close(twin(x), plain(x), rtol=1e-5, atol=1e-5)
+    ours.train()
+    assert ours.packed is None
+    ours.eval()
+    with torch.no_grad():
+        ours(x)
+    ours.double()
+    assert ours.packed is None
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x.double()), plain.double()(x.double()))
+
+
+def test_onednn_is_left_to_autocast_and_to_small_weights():
     x, weight = torch.randn(8, 256), torch.randn(256, 256)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not onednn_pays(x, weight)
-        assert linear(x, weight).dtype == torch.bfloat16  # autocast still applies
+        assert Linear(256, 256)(x).dtype == torch.bfloat16  # autocast still applies
     assert not onednn_pays(x[:, :64], weight[:64, :64])  # 64 x 64: oneDNN's fixed cost outweighs the gain
     assert not onednn_pays(x.double(), weight.double())
+
+
+def counted(function_class, calls: list):
+    """`function_class` whose `apply` records each call in `calls`."""
+
+    class Counted(function_class):
+        @classmethod
+        def apply(cls, *args):
+            calls.append(args[1].shape)
+            return function_class.apply(*args)
+
+    return Counted
 
 
 @needs_onednn
@@ -89,94 +136,28 @@ def test_training_with_onednn_matches_plain_linear(monkeypatch):
         torch.testing.assert_close(grad, plain_grads[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
-def counted(function_class, calls: list):
-    """`function_class` whose `apply` records each call in `calls`."""
-
-    class Counted(function_class):
-        @classmethod
-        def apply(cls, *args):
-            calls.append(args[1].shape)
-            return function_class.apply(*args)
-
-    return Counted
-
-
-def test_onednn_can_be_turned_off_by_environment():
-    code = "import vaswani.modeling.modeling_vaswani as m; print(m.ONEDNN_LINEAR)"
-    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "VASWANI_ONEDNN": "0"},
-                            capture_output=True, text=True, check=True)  # fmt: skip
-    assert result.stdout.strip() == "False"
-
-
-@pytest.mark.parametrize("shape", [(1, 1), (8, 1), (4, 3), (16, 4), (2, 40)])  # decoding rows; the last is > 64
-def test_output_projection_equals_linear(shape):
-    torch.manual_seed(0)
-    head = OutputProjection(256, LARGE_VOCABULARY + 7, bias=False)
-    hidden = torch.randn(*shape, 256)
-    with torch.no_grad():
-        logits = head(hidden)
-        expected = F.linear(hidden, head.weight)
-    assert logits.shape == expected.shape and logits.is_contiguous()
-    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_output_projection_keeps_autograd():
-    head = OutputProjection(256, LARGE_VOCABULARY, bias=False)
-    hidden = torch.randn(1, 1, 256, requires_grad=True)
-    head(hidden).sum().backward()  # the training path, with gradients
-    assert hidden.grad is not None and head.weight.grad is not None
-
-
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize(("rows", "transposed"), [(1, True), (3, True), (4, True), (5, False), (40, False)])
-def test_linear_equals_nn_linear(rows, transposed, bias):
-    torch.manual_seed(0)
-    plain = nn.Linear(256, 384, bias=bias)
-    ours = Linear(256, 384, bias=bias)
-    ours.load_state_dict(plain.state_dict())
-    x = torch.randn(rows, 1, 256)  # (batch x beams, one new position, d_model), as in decoding
-    with torch.no_grad():
-        assert transposed_product_pays(x, ours.weight) is transposed  # the path under test is the one taken
-        y = ours(x)
-        torch.testing.assert_close(y, plain(x), rtol=1e-5, atol=1e-5)
-        # the column-major result feeds the next product (its x^T is contiguous) and element-wise ops alike
-        fed_back = torch.relu(y)[..., :256]
-        torch.testing.assert_close(ours(fed_back), plain(fed_back), rtol=1e-5, atol=1e-5)
-    assert y.shape == (rows, 1, 384)
-
-
-def test_linear_trains_like_nn_linear():
-    torch.manual_seed(0)
-    plain, ours = nn.Linear(256, 256), Linear(256, 256)
-    ours.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 1, 256)  # a row count that takes the transposed product in inference
-    plain(x).square().sum().backward()
-    ours(x).square().sum().backward()
-    torch.testing.assert_close(ours.weight.grad, plain.weight.grad)
-    torch.testing.assert_close(ours.bias.grad, plain.bias.grad)
-
-
-@pytest.mark.parametrize(("batch_size", "num_beams"), [(2, 1), (1, 4)])  # 2 and 4 rows per step
-def test_decoding_with_transposed_products_matches_plain_products(monkeypatch, batch_size, num_beams):
+@needs_onednn
+@pytest.mark.parametrize(("batch_size", "num_beams"), [(2, 1), (1, 4), (4, 4)])  # 2, 4 and 16 rows per step
+def test_decoding_with_onednn_matches_plain_linear(monkeypatch, batch_size, num_beams):
     model = tiny_model(d_model=256, encoder_ffn_dim=256, decoder_ffn_dim=256)  # weights large enough to qualify
     input_ids, attention_mask = random_batch(batch_size, 7)
     options = dict(num_beams=num_beams, max_new_tokens=6, do_sample=False, output_scores=True,
                    return_dict_in_generate=True)  # fmt: skip
-    calls = []
-    plain_rule = transposed_product_pays
-
-    def counting(x, weight):
-        calls.append(transposed := plain_rule(x, weight))
-        return transposed
-
-    monkeypatch.setattr(modeling_vaswani, "transposed_product_pays", counting)
     fast = model.generate(input_ids, attention_mask=attention_mask, **options)
-    assert any(calls)  # the transposed products were used
-    monkeypatch.setattr(modeling_vaswani, "transposed_product_pays", lambda x, weight: False)
+    decoder_layer = model.model.decoder.layers[0]
+    assert decoder_layer.feed_forward.fc1.packed is not None and decoder_layer.self_attn.q_proj.packed is not None
+    monkeypatch.setattr(modeling_vaswani, "ONEDNN_LINEAR", False)
     plain = model.generate(input_ids, attention_mask=attention_mask, **options)
     assert torch.equal(fast.sequences, plain.sequences)
     for fast_scores, plain_scores in zip(fast.scores, plain.scores, strict=True):
         torch.testing.assert_close(fast_scores, plain_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_onednn_and_packing_can_be_turned_off_by_environment():
+    code = "import vaswani.modeling.modeling_vaswani as m; print(m.ONEDNN_LINEAR, m.PACKED_WEIGHTS)"
+    environment = {**os.environ, "VASWANI_ONEDNN": "0", "VASWANI_PACKED_WEIGHTS": "0"}
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
 
 
 def test_cross_attention_mask_is_built_once_per_generation(monkeypatch):
