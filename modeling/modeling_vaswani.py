@@ -170,7 +170,9 @@ ONEDNN_LINEAR = (
     and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")  # x86: where it was measured
 )
-PACKED_WEIGHTS = os.environ.get("VASWANI_PACKED_WEIGHTS", "1") != "0"
+PACKED_WEIGHTS = os.environ.get("VASWANI_PACKED_WEIGHTS", "1") != "0" and hasattr(
+    torch.ops.mkldnn, "_reorder_linear_weight"
+)
 
 
 def onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
