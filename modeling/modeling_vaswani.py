@@ -180,9 +180,9 @@ def onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
     autocast (which picks its own kernels) and `torch.compile` (inductor does the same itself)."""
     return (
         ONEDNN_LINEAR
-        and x.device.type == "cpu"
+        and weight.numel() >= SMALLEST_WEIGHT  # the cheapest test first: small models pay it on every call
         and x.dtype == weight.dtype == torch.float32
-        and weight.numel() >= SMALLEST_WEIGHT
+        and x.device.type == "cpu"
         and x.numel() > 0
         and not torch.is_autocast_enabled("cpu")
         and not is_torchdynamo_compiling()
