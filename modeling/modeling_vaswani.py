@@ -228,12 +228,14 @@ class Linear(nn.Linear):
         self.packed = None  # ((data pointer, version) of the weight it was made from, the packed weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not onednn_pays(x, self.weight):
-            return nn.functional.linear(x, self.weight, self.bias)
-        parameters = (self.weight, self.bias) if self.bias is not None else (self.weight,)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *parameters)):
-            return OneDNNLinearFunction.apply(x, self.weight, self.bias)
-        return onednn_product(x, self.packed_weight(), self.bias)
+        weight, bias = self.weight, self.bias
+        if not onednn_pays(x, weight):
+            return nn.functional.linear(x, weight, bias)
+        if torch.is_grad_enabled() and (
+            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+        ):
+            return OneDNNLinearFunction.apply(x, weight, bias)
+        return onednn_product(x, self.packed_weight(), bias)
 
     def packed_weight(self) -> torch.Tensor:
         weight = self.weight
@@ -550,7 +552,7 @@ class VaswaniPreTrainedModel(PreTrainedModel):
             )  # fmt: skip
 
 
-LOSS_BLOCK_ROWS = 64
+LOSS_BLOCK_LOGITS = 64 * 37000  # 9 MB of float32 logits per block: 64 rows of the base vocabulary
 
 
 class FusedCrossEntropy(torch.autograd.Function):
@@ -568,7 +570,8 @@ class FusedCrossEntropy(torch.autograd.Function):
         valid = targets != ignore_index  # (N,)
         safe_targets = targets.masked_fill(~valid, 0)
         # torch.logsumexp makes an (N, V) temporary; by blocks of rows it stays small and in cache (2.4x faster)
-        lse = torch.cat([torch.logsumexp(block, dim=-1) for block in logits.split(LOSS_BLOCK_ROWS)])  # (N,)
+        rows = max(1, LOSS_BLOCK_LOGITS // logits.shape[1])
+        lse = torch.cat([torch.logsumexp(block, dim=-1) for block in logits.split(rows)])  # (N,)
         picked = logits.gather(1, safe_targets[:, None]).squeeze(1)  # (N,)
         ctx.save_for_backward(logits, lse, safe_targets, valid, divisor)
         return ((lse - picked) * valid).sum() / divisor

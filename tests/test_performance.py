@@ -188,8 +188,11 @@ def test_cross_attention_mask_is_built_once_per_generation(monkeypatch):
     torch.testing.assert_close(step.logits[:, -1], uncached.logits[:, -1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("block_logits", [None, 4 * 40])  # one block; blocks of 4 rows, the last one partial
 @pytest.mark.parametrize("num_items_in_batch", [None, 9])
-def test_fused_cross_entropy_matches_torch(num_items_in_batch):
+def test_fused_cross_entropy_matches_torch(monkeypatch, num_items_in_batch, block_logits):
+    if block_logits:
+        monkeypatch.setattr(modeling_vaswani, "LOSS_BLOCK_LOGITS", block_logits)
     torch.manual_seed(0)
     logits = torch.randn(3, 5, 40, requires_grad=True)
     labels = torch.randint(0, 40, (3, 5))
