@@ -154,16 +154,16 @@ def positional_encoding(config: VaswaniConfig) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------------
 # PyTorch's CPU `F.linear` calls MKL's sgemm. oneDNN, which PyTorch also ships (its inner product is the kernel
 # behind `torch.ops.mkldnn._linear_pointwise`, the op inductor emits for CPU linear layers), computes the same
-# products faster on this project's machine (AMD EPYC, 2 cores; README, "Speed"): 1.2-1.3x for the training shapes
-# (1024 rows, forward and input gradient), and for decoding's few rows, whose weights stream from memory at every
-# step, 1.2-2x; in oneDNN's own blocked layout ("packed", made once per weight) another 1.3-1.6x at 8-64 rows.
-# Below 256 x 256 weights its fixed cost per call (about 11 us) outweighs the gain. The weight's gradient stays with
-# MKL (oneDNN was not faster there).
+# products faster on this project's machine (AMD EPYC, 2 cores; README, "Speed"): for the training shapes (1024
+# rows) 1.1-1.3x forward and 1.1-1.4x for the input's gradient; for decoding's few rows, whose weights stream from
+# memory at every step, 1.0-2x, and with the weight in oneDNN's own blocked layout ("packed", made once per
+# weight) another 1.2-1.7x at 8-64 rows. Below 256 x 256 weights its fixed cost per call (about 11 us) outweighs
+# the gain. The weight's gradient stays with `torch.mm`: oneDNN was 0.75-1.37x by shape, and slower in the model.
 #
 # In the environment, `VASWANI_ONEDNN=0` turns oneDNN off; `VASWANI_PACKED_WEIGHTS=0` keeps it, without the packed
 # copies (they cost the weights' size in memory while the model is used for inference).
 SMALLEST_WEIGHT = 256 * 256
-PACKING_ROWS = 8  # oneDNN picks the blocked layout for this many rows; 1-256 rows ran as fast with it (measured)
+PACKING_ROWS = 8  # the rows oneDNN tunes the layout for; at 1-256 rows within 15% of a layout for those rows
 ONEDNN_LINEAR = (
     os.environ.get("VASWANI_ONEDNN", "1") != "0"
     and torch.backends.mkldnn.is_available()
@@ -195,7 +195,7 @@ def onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 class OneDNNLinearFunction(torch.autograd.Function):
-    """y = x W^T + b with oneDNN for y and dL/dx = dL/dy W; dL/dW = (dL/dy)^T x by `torch.mm`."""
+    """y = x W^T + b with oneDNN for y and dL/dx = dL/dy W, and `torch.mm` for dL/dW = (dL/dy)^T x."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
