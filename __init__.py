@@ -4,21 +4,58 @@
 `AutoConfig.for_model("vaswani")`, `AutoModelForSeq2SeqLM.from_config(...)`, `from_pretrained`, `generate`, Trainer.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
+
+def _check_transformers_version() -> None:
+    """Outside the supported window (pyproject.toml) vaswani may decode wrongly without an error (transformers 5.24
+    renamed the cache): refuse an older release at import, and log a warning for a newer one, which is untested."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    try:
+        window = next(
+            r.specifier for r in map(Requirement, metadata.requires("vaswani") or ()) if r.name == "transformers"
+        )
+        installed = metadata.version("transformers")
+    except (metadata.PackageNotFoundError, StopIteration):  # run from a source tree that is not installed
+        return
+    if window.contains(installed, prereleases=True):
+        return
+    window = ",".join(sorted(map(str, window), key=lambda bound: not bound.startswith(">")))  # ">=5.23,<5.25"
+    newest = max((Version(bound.lstrip("<=")) for bound in window.split(",") if bound.startswith("<")), default=None)
+    if newest is not None and Version(installed) >= newest:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "transformers %s is newer than the releases vaswani is tested with (%s); "
+            "vaswani.modeling.compat_vaswani.check_cached_decoding(model, input_ids) tells whether decoding works.",
+            installed, window,
+        )  # fmt: skip
+        return
+    raise ImportError(
+        f"vaswani needs transformers{window}, but transformers {installed} is installed. "
+        f"Upgrade it: pip install 'transformers{window}'."
+    )
+
+
+_check_transformers_version()
+
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: E402
 
 # Absolute imports on purpose: pytest imports this file once more under the checkout's folder name (the repository
 # root is the package), and absolute imports make that second import reuse the same classes.
-from vaswani.configuration import PRESETS, VaswaniConfig
-from vaswani.modeling import (
+from vaswani.configuration import PRESETS, VaswaniConfig  # noqa: E402
+from vaswani.modeling import (  # noqa: E402
     VaswaniForConditionalGeneration,
     VaswaniModel,
     VaswaniPreTrainedModel,
     VaswaniTranslationPipeline,
     pipeline,
 )
-from vaswani.tokenization import VaswaniTokenizer
+from vaswani.tokenization import VaswaniTokenizer  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 AutoConfig.register(VaswaniConfig.model_type, VaswaniConfig, exist_ok=True)
 AutoModel.register(VaswaniConfig, VaswaniModel, exist_ok=True)

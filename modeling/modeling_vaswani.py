@@ -24,7 +24,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
-from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
@@ -36,6 +36,17 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple, is_torchdynamo_compiling, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+# Where transformers releases differ (the cache's name, since 5.24): one sibling file, in the package and in every
+# checkpoint alike, so that this file reads the same on every supported release.
+from .compat_vaswani import (
+    ENCODER_KWARGS,
+    accepts_past_key_values,
+    cache_of,
+    causal_mask,
+    reject_unknown_kwargs,
+    with_cache,
+)
 
 try:  # a checkpoint folder (remote code): the config file sits beside this one
     from .configuration_vaswani import VaswaniConfig
@@ -326,33 +337,33 @@ class VaswaniMultiHeadAttention(nn.Module):
         return x.view(B, T, self.h, self.d_k).transpose(1, 2)  # (B, h, T, d_k)
 
     def project_key_value(
-        self, source: torch.Tensor, past_key_values: EncoderDecoderCache | None
+        self, source: torch.Tensor, cache: EncoderDecoderCache | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V for this layer, (B, h, L, d_k) each, reusing and filling the cache where one is given."""
-        if past_key_values is None:
+        if cache is None:
             return self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source))
         if self.is_cross_attention:
-            cache = past_key_values.cross_attention_cache
-            if past_key_values.is_updated.get(self.layer_idx):  # the encoder output does not change while decoding
-                return cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values
-            past_key_values.is_updated[self.layer_idx] = True
+            layer_cache = cache.cross_attention_cache
+            if cache.is_updated.get(self.layer_idx):  # the encoder output does not change while decoding
+                return layer_cache.layers[self.layer_idx].keys, layer_cache.layers[self.layer_idx].values
+            cache.is_updated[self.layer_idx] = True
         else:
-            cache = past_key_values.self_attention_cache
+            layer_cache = cache.self_attention_cache
         k, v = self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source))
-        return cache.update(k, v, self.layer_idx)  # self-attention: (B, h, past + T, d_k)
+        return layer_cache.update(k, v, self.layer_idx)  # self-attention: (B, h, past + T, d_k)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, _ = hidden_states.shape
         q = self.split_heads(self.q_proj(hidden_states))  # (B, h, T, d_k)
         source = key_value_states if self.is_cross_attention else hidden_states
-        k, v = self.project_key_value(source, past_key_values)  # (B, h, L, d_k)
+        k, v = self.project_key_value(source, cache)  # (B, h, L, d_k)
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, scaled_dot_product_attention
         )
@@ -439,12 +450,11 @@ class VaswaniDecoderLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         **kwargs,
     ) -> torch.Tensor:
         hidden_states = self.self_attn_sublayer(
-            hidden_states,
-            lambda x: self.self_attn(x, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs)[0],
+            hidden_states, lambda x: self.self_attn(x, attention_mask=attention_mask, cache=cache, **kwargs)[0]
         )
         hidden_states = self.encoder_attn_sublayer(
             hidden_states,
@@ -452,7 +462,7 @@ class VaswaniDecoderLayer(GradientCheckpointingLayer):
                 x,
                 key_value_states=encoder_hidden_states,
                 attention_mask=encoder_attention_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 **kwargs,
             )[0],
         )
@@ -506,22 +516,17 @@ class VaswaniPreTrainedModel(PreTrainedModel):
             init.copy_(module.table, sinusoid_table(module.table.shape[0], module.d_model))
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves weights, config and generation config, plus the two code files and `auto_map`, so that the folder
+        """Saves weights, config and generation config, plus the code files (model, config, compatibility shims, pipeline) and `auto_map`, so that the folder
         loads with `trust_remote_code=True` where `vaswani` is not installed.
 
         transformers' own code saving (`register_for_auto_class`) copies only files in the model file's folder; in
-        the installed package the config lives in a sibling folder, so the two files are copied here instead.
+        the installed package the config lives in a sibling folder, so the files are copied here instead.
         """
-        # A sibling of this file in the package and in the checkpoint alike; being imported here also makes
-        # transformers fetch it with this file when the checkpoint is loaded as remote code.
-        from .pipeline_vaswani import VaswaniTranslationPipeline
-
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self._auto_map}
-        self.config.custom_pipelines = custom_pipelines(VaswaniTranslationPipeline)
+        self.config.custom_pipelines = translation_pipelines()
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            for cls in (type(self.config), VaswaniPreTrainedModel, VaswaniTranslationPipeline):
-                source = Path(sys.modules[cls.__module__].__file__)
+            for source in checkpoint_code_files():
                 shutil.copyfile(source, Path(save_directory) / source.name)
 
     def push_to_hub(self, repo_id: str, *, commit_message=None, commit_description=None, private=None, token=None,
@@ -599,10 +604,28 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch
     return FusedCrossEntropy.apply(logits, labels, -100, divisor.to(logits.dtype))
 
 
-def custom_pipelines(pipeline_class: type) -> dict:
+def checkpoint_code_files() -> list[Path]:
+    """The code files every checkpoint carries, so that it loads with `trust_remote_code=True` where vaswani is not
+    installed: this file, the config's, the compatibility shims and the pipeline's (the tokenizer saves its own)."""
+    # A sibling of this file in the package and in the checkpoint alike; being imported here also makes
+    # transformers fetch it with this file when the checkpoint is loaded as remote code.
+    from .pipeline_vaswani import VaswaniTranslationPipeline
+
+    modules = (
+        VaswaniConfig.__module__,
+        __name__,
+        accepts_past_key_values.__module__,
+        VaswaniTranslationPipeline.__module__,
+    )
+    return [Path(sys.modules[module].__file__) for module in modules]
+
+
+def translation_pipelines() -> dict:
     """The config entry that makes `pipeline("translation" | "text2text-generation", model=..., trust_remote_code=True)`
-    load `pipeline_class` from the checkpoint: transformers 5 removed both tasks from its own pipelines."""
-    impl = f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}"
+    load the checkpoint's `VaswaniTranslationPipeline`: transformers 5 removed both tasks from its own pipelines."""
+    from .pipeline_vaswani import VaswaniTranslationPipeline
+
+    impl = f"{VaswaniTranslationPipeline.__module__.rsplit('.', 1)[-1]}.{VaswaniTranslationPipeline.__name__}"
     entry = {"impl": impl, "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}
     return {"translation": dict(entry), "text2text-generation": dict(entry)}
 
@@ -647,6 +670,10 @@ class VaswaniEncoder(VaswaniPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutput:
+        r"""`input_ids` (B, S) and their `attention_mask` (B, S; 1 for real tokens, 0 for padding). `kwargs` takes
+        only transformers' `output_attentions` / `output_hidden_states` (and `labels`, which `generate` passes on and
+        the encoder does not read); anything else is refused."""
+        reject_unknown_kwargs(kwargs, type(self).__name__, also=ENCODER_KWARGS)
         if inputs_embeds is not None:
             raise ValueError("VaswaniEncoder takes `input_ids`; `inputs_embeds` is not supported.")
         if input_ids is None:
@@ -681,6 +708,7 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.pre_layer_norm else None
         self.post_init()
 
+    @accepts_past_key_values
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -689,11 +717,15 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
+        r"""`input_ids` (B, T): the target tokens so far (all of them when teacher-forced, the new ones when
+        `cache` holds the past). `cache` (also accepted as `past_key_values`): an `EncoderDecoderCache`, built here
+        when `use_cache` is set outside training. `kwargs` takes only `output_attentions` / `output_hidden_states`."""
+        reject_unknown_kwargs(kwargs, type(self).__name__)
         if inputs_embeds is not None:
             raise ValueError("VaswaniDecoder takes `decoder_input_ids`; `decoder_inputs_embeds` is not supported.")
         if input_ids is None:
@@ -701,9 +733,9 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         if not is_torchdynamo_compiling():
             check_input_ids(input_ids, self.config.decoder_vocabulary, "decoder_input_ids")
         # Training is teacher-forced: a cache would be filled and thrown away every step (+21% step time, measured).
-        if use_cache and past_key_values is None and not self.training:
-            past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None and not self.training:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        past_length = cache.get_seq_length() if cache is not None else 0
         if not is_torchdynamo_compiling():
             check_attention_mask(
                 attention_mask, (input_ids.shape[0], past_length + input_ids.shape[1]), "decoder_attention_mask"
@@ -712,47 +744,39 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
             self.embed_tokens, self.embed_positions, input_ids, past_length, self.config, self.training
         )
         # Masks built once for the stack: causal (Section 3.2.3, "prevent leftward information flow") and padding.
-        self_attn_cache = past_key_values.self_attention_cache if past_key_values is not None else None
+        self_attn_cache = cache.self_attention_cache if cache is not None else None
         # One new position while decoding, unpadded, with a cache that holds only real positions: it may see every
         # cached position, so no mask is built. (A static cache holds unused slots, which only a mask hides.)
-        causal_mask = None
+        self_mask = None
         if input_ids.shape[1] > 1 or attention_mask is not None or getattr(self_attn_cache, "is_compileable", True):
-            causal_mask = create_causal_mask(
-                config=self.config,
-                inputs_embeds=hidden_states,
-                attention_mask=attention_mask,
-                past_key_values=self_attn_cache,
-            )
-        cross_mask = self.cross_attention_mask(hidden_states, encoder_hidden_states, encoder_attention_mask,
-                                               past_key_values)  # fmt: skip
+            self_mask = causal_mask(self.config, hidden_states, attention_mask, self_attn_cache)
+        cross_mask = self.cross_attention_mask(hidden_states, encoder_hidden_states, encoder_attention_mask, cache)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states,
-                causal_mask,
+                self_mask,
                 encoder_hidden_states,  # positional for checkpointing
                 encoder_attention_mask=cross_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 **kwargs,
             )
         if self.layer_norm is not None:
             hidden_states = self.layer_norm(hidden_states)
-        return BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=hidden_states, past_key_values=past_key_values
-        )
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden_states, **with_cache(cache))
 
     def cross_attention_mask(
         self,
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None,
         encoder_attention_mask: torch.Tensor | None,
-        past_key_values: EncoderDecoderCache | None,
+        cache: EncoderDecoderCache | None,
     ):
         """The source padding mask for encoder-decoder attention, in the attention implementation's form. While
         decoding it is the same at every step, so it is built once and kept with the cache, for as long as the
         same source mask comes back (generation passes one tensor throughout); rebuilding it was about 9% of the
         tiny model's profiled decoding time."""
         shapes = (hidden_states.shape[:2], getattr(encoder_hidden_states, "shape", None))
-        cached = getattr(past_key_values, "vaswani_cross_attention_mask", None)
+        cached = getattr(cache, "vaswani_cross_attention_mask", None)
         if cached is not None:
             source_mask, cached_shapes, mask = cached
             if source_mask is encoder_attention_mask and cached_shapes == shapes:
@@ -763,8 +787,8 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
             attention_mask=encoder_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
         )
-        if past_key_values is not None and not is_torchdynamo_compiling():
-            past_key_values.vaswani_cross_attention_mask = (encoder_attention_mask, shapes, mask)
+        if cache is not None and not is_torchdynamo_compiling():
+            cache.vaswani_cross_attention_mask = (encoder_attention_mask, shapes, mask)
         return mask
 
 
@@ -806,6 +830,7 @@ class VaswaniModel(VaswaniPreTrainedModel):
     def get_encoder(self):
         return self.encoder
 
+    @accepts_past_key_values
     @can_return_tuple
     def forward(
         self,
@@ -814,12 +839,17 @@ class VaswaniModel(VaswaniPreTrainedModel):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: tuple[torch.Tensor] | BaseModelOutput | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
+        r"""Source `input_ids` (B, S) with `attention_mask`, target `decoder_input_ids` (B, T); `encoder_outputs`
+        instead of `input_ids` reuses an encoding. `cache` (also accepted as `past_key_values`, transformers' name
+        before 5.24) holds the decoder's past while decoding. `kwargs` takes only `output_attentions` /
+        `output_hidden_states`; any other keyword is refused with a TypeError rather than ignored."""
+        reject_unknown_kwargs(kwargs, type(self).__name__)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
@@ -831,14 +861,14 @@ class VaswaniModel(VaswaniPreTrainedModel):
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=encoder_outputs.last_hidden_state,
             encoder_attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
             **kwargs,
         )
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
-            past_key_values=decoder_outputs.past_key_values,
+            **with_cache(cache_of(decoder_outputs)),
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
@@ -882,6 +912,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         still feeds the decoder."""
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
+    @accepts_past_key_values
     @can_return_tuple
     def forward(
         self,
@@ -890,17 +921,18 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: tuple[torch.Tensor] | BaseModelOutput | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
-        r"""`labels` (B, T): target token ids, -100 where no loss is wanted. The loss is the mean token
-        cross-entropy, or its sum divided by `num_items_in_batch` when Trainer passes that count (so gradient
-        accumulation gives the same gradient as one large batch)."""
+        r"""The arguments of `VaswaniModel.forward`, plus `labels` (B, T): target token ids, -100 where no loss is
+        wanted. The loss is the mean token cross-entropy, or its sum divided by `num_items_in_batch` when Trainer
+        passes that count (so gradient accumulation gives the same gradient as one large batch)."""
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        reject_unknown_kwargs(kwargs, type(self).__name__)
         if labels is not None:
             if not is_torchdynamo_compiling():
                 check_labels(labels, self.config.decoder_vocabulary)
@@ -919,7 +951,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
@@ -934,7 +966,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **with_cache(cache_of(outputs)),
             decoder_hidden_states=outputs.decoder_hidden_states,
             decoder_attentions=outputs.decoder_attentions,
             cross_attentions=outputs.cross_attentions,

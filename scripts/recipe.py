@@ -146,6 +146,24 @@ def translate(model, tokenizer, sentences: list[str], num_beams: int = 4, length
     return outputs
 
 
+GUARD_SENTENCES = 4  # validation sentences the cached-decoding check decodes
+
+
+def check_cached_decoding(model, tokenizer, sentences: list[str], when: str) -> float:
+    """Stops the job with a clear error when decoding with the cache computes something else than the model computes
+    without it (`compat_vaswani.check_cached_decoding`): transformers 5.24 broke exactly this silently, and a job
+    that evaluated and saved such a model exited 0 with looping translations."""
+    from vaswani.modeling.compat_vaswani import CachedDecodingError
+    from vaswani.modeling.compat_vaswani import check_cached_decoding as check
+
+    batch = tokenizer(sentences[:GUARD_SENTENCES], return_tensors="pt", padding=True, truncation=True)
+    batch = batch.to(model.device)
+    try:
+        return check(model, batch["input_ids"], batch["attention_mask"])
+    except CachedDecodingError as error:
+        raise SystemExit(f"error: {when}: {error}") from None
+
+
 def score(hypotheses: list[str], references: list[str]) -> dict:
     """Detokenized corpus BLEU and chrF with sacreBLEU's default settings, and their signatures."""
     import sacrebleu

@@ -259,6 +259,9 @@ def run(args: argparse.Namespace) -> dict | None:
                                        args.max_tokens, seed=args.seed)  # fmt: skip
     torch.manual_seed(args.seed)
     model = build_model(args, tokenizer)
+    validation_sources = [s for s, _ in data.validation]
+    # Before any training time is spent: the validation BLEU of the whole run depends on it.
+    recipe.check_cached_decoding(model, tokenizer, validation_sources, "before training")  # greedy: no random draws
     trainer = recipe.TokenBudgetTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), compute_metrics=bleu_metric(tokenizer),
@@ -272,6 +275,9 @@ def run(args: argparse.Namespace) -> dict | None:
     model, final, averaged = average_and_save(trainer, args, tokenizer)
     extra = {"steps": trainer.state.global_step, "train_minutes": round((time.monotonic() - start) / 60, 1),
              "averaged_checkpoints": averaged}  # fmt: skip
+    difference = recipe.check_cached_decoding(model, tokenizer, validation_sources, "before the test evaluation")
+    logger.info("Cached and uncached decoding agree on %d validation sentences (largest log-probability difference "
+                "%.1e).", min(recipe.GUARD_SENTENCES, len(validation_sources)), difference)  # fmt: skip
     results = evaluate_and_report(model.eval(), tokenizer, data, args, final, extra, peak)
     plots.plot_curves(trainer.state.log_history, final / "curves.png")
     if args.model_type == "vaswani":

@@ -36,7 +36,7 @@ def test_checkpoint_is_self_contained(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     files = set(os.listdir(tmp_path))
     assert {"config.json", "generation_config.json", "model.safetensors"} <= files
-    assert {"configuration_vaswani.py", "modeling_vaswani.py"} <= files
+    assert {"configuration_vaswani.py", "modeling_vaswani.py", "compat_vaswani.py"} <= files
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"] == {
@@ -68,7 +68,13 @@ REMOTE_LOAD = textwrap.dedent(
     data = torch.load(folder + "/inputs.pt")
     logits = model(**data).logits
     assert torch.equal(logits, data_logits := torch.load(folder + "/logits.pt")), (logits - data_logits).abs().max()
-    out = model.generate(data["input_ids"], attention_mask=data["attention_mask"], max_new_tokens=5)
+    # The checkpoint's own copy of the decoding check, on the transformers installed here.
+    compat = sys.modules[type(model).__module__.rsplit(".", 1)[0] + ".compat_vaswani"]
+    compat.check_cached_decoding(model, data["input_ids"], data["attention_mask"])
+    expected = torch.load(folder + "/tokens.pt")
+    for n in (1, 4):  # greedy and beam: the tokens the installed plugin generated
+        out = model.generate(data["input_ids"], attention_mask=data["attention_mask"], num_beams=n, max_new_tokens=10)
+        assert out.tolist() == expected[n], (n, out.tolist(), expected[n])
     model.save_pretrained(folder + "/resaved")  # remote code saves a self-contained checkpoint too
     print("REMOTE-OK", out.shape[0])
     """
@@ -83,6 +89,8 @@ def test_fresh_process_loads_with_trust_remote_code_without_vaswani(tmp_path):
     data = dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=input_ids[:, :4])
     torch.save(data, folder / "inputs.pt")
     torch.save(model(**data).logits, folder / "logits.pt")
+    generate = dict(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=10)
+    torch.save({n: model.generate(**generate, num_beams=n).tolist() for n in (1, 4)}, folder / "tokens.pt")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -91,7 +99,8 @@ def test_fresh_process_loads_with_trust_remote_code_without_vaswani(tmp_path):
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE-OK 3" in result.stdout
-    assert {"modeling_vaswani.py", "configuration_vaswani.py"} <= set(os.listdir(folder / "resaved"))
+    code = {"modeling_vaswani.py", "configuration_vaswani.py", "compat_vaswani.py", "pipeline_vaswani.py"}
+    assert code <= set(os.listdir(folder / "resaved"))
 
 
 def test_plugin_not_importable_in_the_subprocess(tmp_path):

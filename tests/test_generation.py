@@ -2,6 +2,7 @@ import pytest
 import torch
 from conftest import random_batch, tiny_model
 
+from vaswani.modeling.compat_vaswani import cache_of
 from vaswani.modeling.modeling_vaswani import MAX_OUTPUT_LENGTH_OFFSET
 
 DECODING = {
@@ -90,9 +91,9 @@ def test_training_builds_no_cache_but_inference_does():
     input_ids, attention_mask = random_batch(batch_size=2, length=6)
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=input_ids[:, :3])
     model.train()
-    assert model(**kwargs).past_key_values is None
+    assert cache_of(model(**kwargs)) is None
     model.eval()
-    cache = model(**kwargs).past_key_values
+    cache = cache_of(model(**kwargs))
     assert cache is not None and cache.get_seq_length() == 3
 
 

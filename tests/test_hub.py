@@ -8,6 +8,7 @@ model lives in a local folder; the clients compare what they pull with it (weigh
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -423,3 +424,38 @@ def test_pipeline_unknown_task_or_missing_model():
         vaswani.pipeline("summarization", "me/x")
     with pytest.raises(ValueError, match="Pass `model=`"):
         vaswani.pipeline("translation")
+
+
+OLD_CODE = os.path.join(os.path.dirname(__file__), "data", "vaswani-0.1.0")  # see test_versions.py
+
+UPLOAD_OLD = """
+    from huggingface_hub import HfApi
+    HfApi().create_repo(args["repo"])
+    HfApi().upload_folder(repo_id=args["repo"], folder_path=args["folder"])
+    report(sha=HfApi().model_info(args["repo"]).sha)
+"""
+
+REFRESH = """
+    from huggingface_hub import HfApi
+    from vaswani.scripts import refresh_checkpoint
+    refresh_checkpoint.main([args["repo"]])
+    report(sha=HfApi().model_info(args["repo"]).sha, files=HfApi().list_repo_files(args["repo"]))
+"""
+
+
+def test_refresh_gives_a_hub_checkpoint_of_vaswani_0_1_0_the_current_code(hub, reference, expected, tmp_path):
+    """A repository pushed by vaswani 0.1.0 (its code files), refreshed in one commit, then pulled without the plugin:
+    the same weights, greedy and beam tokens as the local reference."""
+    old = tmp_path / "old"
+    shutil.copytree(reference, old)
+    (old / "compat_vaswani.py").unlink()
+    for name in os.listdir(OLD_CODE):
+        if name.endswith(".py"):
+            shutil.copyfile(os.path.join(OLD_CODE, name), old / name)
+    repo = hub.repo("refresh")
+    uploaded = client(hub, tmp_path, UPLOAD_OLD, repo=repo, folder=str(old))
+    refreshed = client(hub, tmp_path, REFRESH, repo=repo)
+    assert refreshed["sha"] != uploaded["sha"] and "compat_vaswani.py" in refreshed["files"]
+    pulled = client(hub, tmp_path, PULL, plugin=False, repo=repo, sentences=SENTENCES)
+    for key in ("digest", "ids", "beam", "greedy"):
+        assert pulled[key] == expected[key], key

@@ -15,6 +15,7 @@ from conftest import random_batch, tiny_model
 from torch import nn
 
 from vaswani.modeling import modeling_vaswani
+from vaswani.modeling.compat_vaswani import cache_of
 from vaswani.modeling.modeling_vaswani import Linear, cross_entropy, onednn_pays
 from vaswani.scripts import benchmark
 
@@ -176,12 +177,13 @@ def test_cross_attention_mask_is_built_once_per_generation(monkeypatch):
 
     # A cache reused with another source mask gets a new cross-attention mask.
     encoder_outputs = model.get_encoder()(input_ids, attention_mask=attention_mask)
-    cache = model(input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs,
-                  decoder_input_ids=input_ids[:, :1], use_cache=True).past_key_values  # fmt: skip
+    first = model(input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs,
+                  decoder_input_ids=input_ids[:, :1], use_cache=True)  # fmt: skip
+    cache = cache_of(first)
     built.clear()
     other_mask = torch.ones_like(attention_mask)
     step = model(input_ids, attention_mask=other_mask, encoder_outputs=encoder_outputs,
-                 decoder_input_ids=input_ids[:, 1:2], past_key_values=cache, use_cache=True)  # fmt: skip
+                 decoder_input_ids=input_ids[:, 1:2], cache=cache, use_cache=True)  # fmt: skip
     assert built == [True]
     uncached = model(input_ids, attention_mask=other_mask, encoder_outputs=encoder_outputs,
                      decoder_input_ids=input_ids[:, :2])  # fmt: skip

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, TrainerControl
 
@@ -150,6 +151,37 @@ def test_checkpoint_reloads_and_translates(tiny_job, capsys):
     translate.main([str(output_dir / "model"), first["source"], "The house is small."])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0] == first["translation"]
+
+
+def test_trained_model_beam_search_is_the_same_with_and_without_the_cache(tiny_job):
+    """On real text: the test books' first sentences, decoded with the paper's beam search by the trained model."""
+    output_dir, _ = tiny_job
+    model = AutoModelForSeq2SeqLM.from_pretrained(output_dir / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(output_dir / "model")
+    sources = [source for source, _ in corpus.load_bible("en", "de").test[:6]]
+    batch = tokenizer(sources, return_tensors="pt", padding=True)
+    cached = model.generate(**batch, num_beams=4, length_penalty=0.6, use_cache=True, max_new_tokens=30)
+    uncached = model.generate(**batch, num_beams=4, length_penalty=0.6, use_cache=False, max_new_tokens=30)
+    assert torch.equal(cached, uncached)
+    assert (cached != model.config.pad_token_id).sum(1).min() > 3  # real outputs, not an immediate end
+
+
+def test_the_job_stops_before_training_when_cached_decoding_is_wrong(tmp_path, monkeypatch):
+    """The 5.24 failure (the cache passed under a name the model did not read) must end the job, not exit 0."""
+    from test_versions import drop_the_cache
+
+    build = train_translation.build_model
+
+    def broken(args, tokenizer):
+        model = build(args, tokenizer)
+        drop_the_cache(model)
+        return model
+
+    monkeypatch.setattr(train_translation, "build_model", broken)
+    with pytest.raises(SystemExit, match=r"before training: Decoding with the cache gives other results") as error:
+        run_job(tmp_path / "run", "--max-steps", "2")
+    assert f"transformers {transformers.__version__}" in str(error.value)
+    assert not list((tmp_path / "run").glob("checkpoint-*"))  # stopped before any training
 
 
 def test_attention_plot_script(tiny_job, tmp_path):

