@@ -516,8 +516,8 @@ class VaswaniPreTrainedModel(PreTrainedModel):
             init.copy_(module.table, sinusoid_table(module.table.shape[0], module.d_model))
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves weights, config and generation config, plus the code files (model, config, compatibility shims, pipeline) and `auto_map`, so that the folder
-        loads with `trust_remote_code=True` where `vaswani` is not installed.
+        """Saves weights, config and generation config, plus the code files (`checkpoint_code_files`) and `auto_map`,
+        so that the folder loads with `trust_remote_code=True` where `vaswani` is not installed.
 
         transformers' own code saving (`register_for_auto_class`) copies only files in the model file's folder; in
         the installed package the config lives in a sibling folder, so the files are copied here instead.

@@ -294,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {error}") from None
     finally:  # a worker that leaves with its process group alive can abort at exit ("terminate called ...")
         if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # The other ranks wait here while rank 0 evaluates: a rank that tore its group down and exited while
+            # rank 0 still held it aborted once in CI ("terminate called without an active exception").
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
     if results is None:
         return
