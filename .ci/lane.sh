@@ -36,7 +36,7 @@ if [ "$lane" = beyond ] && [ -f .ci/venvs/newest/versions.txt ] && [ "$versions"
   exit 0
 fi
 set +e
-"$py" -m pytest -q -p no:cacheprovider > "$venv/pytest.log" 2>&1
+VASWANI_CI_LANE=$lane "$py" -m pytest -q -p no:cacheprovider > "$venv/pytest.log" 2>&1  # tests/test_versions.py reads it
 status=$?
 set -e
 tail -25 "$venv/pytest.log"
