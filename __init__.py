@@ -22,20 +22,20 @@ def _check_transformers_version() -> None:
         return
     if window.contains(installed, prereleases=True):
         return
-    window = ",".join(sorted(map(str, window), key=lambda bound: not bound.startswith(">")))  # ">=5.23,<5.25"
-    newest = max((Version(bound.lstrip("<=")) for bound in window.split(",") if bound.startswith("<")), default=None)
-    if newest is not None and Version(installed) >= newest:
+    stated = ",".join(sorted(map(str, window), key=lambda bound: not bound.startswith(">")))  # ">=5.23,<5.25"
+    upper = [Version(bound.version) for bound in window if bound.operator in ("<", "<=")]
+    if upper and Version(installed) >= max(upper):
         import logging
 
         logging.getLogger(__name__).warning(
             "transformers %s is newer than the releases vaswani is tested with (%s); "
             "vaswani.modeling.compat_vaswani.check_cached_decoding(model, input_ids) tells whether decoding works.",
-            installed, window,
+            installed, stated,
         )  # fmt: skip
         return
     raise ImportError(
-        f"vaswani needs transformers{window}, but transformers {installed} is installed. "
-        f"Upgrade it: pip install 'transformers{window}'."
+        f"vaswani needs transformers{stated}, but transformers {installed} is installed. "
+        f"Upgrade it: pip install 'transformers{stated}'."
     )
 
 

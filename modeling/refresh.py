@@ -5,9 +5,9 @@ installed. Code saved by vaswani 0.1.0 takes the cache only as `past_key_values`
 which pass it as `cache`, it decodes every step without its past: looping, wrong translations, and no error. (Where
 the plugin is installed its own classes are used instead, so those users are not affected.)
 
-`refresh_folder(folder)` and `refresh_hub_repo(repo_id)` replace the code files and the config's `auto_map` / `custom_pipelines` with the
-installed plugin's, and leaves the weights, the tokenizer's data, the generation config and every other file as they
-are. On the Hub that is one commit (or a pull request). The command line is `vaswani-refresh-checkpoint`.
+`refresh_folder(folder)` and `refresh_hub_repo(repo_id)` replace the code files and the config's `auto_map` /
+`custom_pipelines` with the installed plugin's, and leave the weights, the tokenizer's data, the generation config and
+every other file as they are. On the Hub that is one commit (or a pull request). The command line is `vaswani-refresh-checkpoint`.
 
 This module is part of the plugin; it is not copied into checkpoints.
 """
@@ -64,7 +64,7 @@ def refresh_hub_repo(repo_id: str, *, token: str | None = None, revision: str | 
     from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 
     api = HfApi(token=token)
-    present = set(api.list_repo_files(repo_id, revision=revision, token=token))
+    present = set(api.list_repo_files(repo_id, revision=revision))
     if "config.json" not in present:
         raise FileNotFoundError(f"The Hub repository {repo_id} has no config.json: it holds no saved model.")
     with tempfile.TemporaryDirectory() as work_dir:
@@ -74,5 +74,5 @@ def refresh_hub_repo(repo_id: str, *, token: str | None = None, revision: str | 
     config_bytes = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8")
     operations.append(CommitOperationAdd("config.json", config_bytes))
     commit = api.create_commit(repo_id, operations, commit_message=commit_message, revision=revision,
-                               create_pr=create_pr, token=token)  # fmt: skip
+                               create_pr=create_pr)  # fmt: skip
     return commit.pr_url or commit.commit_url

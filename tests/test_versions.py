@@ -21,6 +21,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from vaswani.modeling import compat_vaswani as compat
+from vaswani.modeling.modeling_vaswani import checkpoint_code_files
 from vaswani.scripts import refresh_checkpoint
 
 ROOT = Path(__file__).parent.parent
@@ -239,8 +240,8 @@ def test_old_checkpoint_code_breaks_on_the_renamed_cache_and_the_refresh_repairs
     refresh_checkpoint.main([str(folder)])
     printed = capsys.readouterr().out
     assert "compat_vaswani.py" in printed and "cached and uncached decoding agree" in printed
-    for name in ("modeling_vaswani.py", "configuration_vaswani.py", "compat_vaswani.py", "pipeline_vaswani.py"):
-        assert (folder / name).read_bytes() == next((ROOT).glob(f"*/{name}")).read_bytes()
+    for source in checkpoint_code_files():  # model, config, compat, pipeline: the installed plugin's
+        assert (folder / source.name).read_bytes() == source.read_bytes()
     assert (folder / "model.safetensors").read_bytes() == weights  # the weights are not touched
     after = decode_as_remote_code(folder, tmp_path)
     assert after == {"verdict": "AGREE", "greedy": plugin[1], "beam": plugin[4]}
