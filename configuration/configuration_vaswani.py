@@ -73,6 +73,15 @@ class VaswaniConfig(PretrainedConfig):
         init_std: the paper does not state its initialisation. A number: N(0, init_std) for every projection and
             embedding (0.02, as BART/Marian; it trains faster early on). None: Xavier-uniform projections and
             N(0, d_model^-0.5) embeddings, as the tensor2tensor reference code.
+        use_cache: return the decoder's key/value cache from `forward` while decoding (transformers' meaning).
+        is_encoder_decoder: always True; transformers reads it to treat the model as sequence-to-sequence.
+        pad_token_id / bos_token_id / eos_token_id / unk_token_id: the special ids of `VaswaniTokenizer`: `<pad>` 0,
+            `<s>` 1, `</s>` 2, `<unk>` 3. Padding positions get no attention and no loss.
+        decoder_start_token_id: the first decoder input, `<s>` (1). MarianMT starts from `<pad>`; converted
+            checkpoints keep that.
+
+    Any other keyword is one of transformers' `PretrainedConfig` (for example `attn_implementation`). Bad values
+    are refused at construction with a ValueError that names the field and what to do.
     """
 
     model_type = "vaswani"
@@ -115,7 +124,10 @@ class VaswaniConfig(PretrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "VaswaniConfig":
-        """A config for a named row of Table 3 (`base`, `big`) or a project preset (`small`, `tiny`)."""
+        """A config for a named row of Table 3 (`base`, `big`) or a project preset (`small`, `tiny`).
+
+        `overrides` replace preset values or set other fields, e.g. `from_preset("tiny", vocab_size=len(tok))`.
+        An unknown `name` raises a ValueError listing the presets."""
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}. Choose one of: {', '.join(sorted(PRESETS))}.")
         return cls(**{**PRESETS[name], **overrides})

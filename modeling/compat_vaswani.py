@@ -117,7 +117,14 @@ def check_cached_decoding(model, input_ids: torch.Tensor, attention_mask: torch.
     Near-ties cannot make the check fail, as comparing two greedy outputs could. A model whose cache is dropped
     (transformers 5.24 with code written for 5.23) differs far beyond that from the second step on (0.44 nats on
     the tests' random tiny model). Works for any encoder-decoder model of transformers (also MarianMTModel).
-    Returns the largest difference found.
+
+    Args:
+        model: an encoder-decoder model with `generate`; put back in its training mode afterwards.
+        input_ids: a few source sentences, (B, S), e.g. `tokenizer(texts, return_tensors="pt", padding=True)`.
+        attention_mask: their mask, (B, S), or None for unpadded ids.
+        max_new_tokens: how many decoding steps to compare.
+
+    Returns the largest difference found (in nats).
     """
     was_training = model.training
     model.eval()

@@ -63,7 +63,9 @@ def model_dimension_permutation(d_model: int) -> torch.Tensor:
 
 
 def config_from_marian(marian: MarianConfig, embeddings_shared: bool = True) -> VaswaniConfig:
-    """`embeddings_shared`: whether the encoder and decoder embeddings hold the same matrix. transformers 5 unties
+    """The `VaswaniConfig` of the same architecture as the MarianMT config `marian` (table in the module docstring).
+
+    `embeddings_shared`: whether the encoder and decoder embeddings hold the same matrix. transformers 5 unties
     them in MarianMT whenever `tie_word_embeddings=False`, even with `share_encoder_decoder_embeddings=True`."""
     if getattr(marian, "model_type", None) != "marian":
         raise MarianConversionError(f"Expected a MarianMT config, got model_type {marian.model_type!r}.")
@@ -93,6 +95,8 @@ def config_from_marian(marian: MarianConfig, embeddings_shared: bool = True) -> 
 
 
 def marian_config_from(config: VaswaniConfig) -> MarianConfig:
+    """The `MarianConfig` of the same architecture as the vaswani `config`. Raises a `MarianConversionError` naming
+    the option for what MarianMT cannot express (`pre_layer_norm`, learned positions)."""
     unsupported = {
         "pre_layer_norm": config.pre_layer_norm,
         "position_embedding_type": config.position_embedding_type != "sinusoidal",
@@ -175,7 +179,8 @@ def state_dict_to_marian(state: dict, config: VaswaniConfig) -> dict:
 
 
 def load_marian(model_or_path, **kwargs) -> MarianMTModel:
-    """A MarianMTModel object as is, or one loaded from a folder or Hub id after checking its model type."""
+    """`model_or_path`: a MarianMTModel object, returned as is, or a folder or Hub id, loaded with `kwargs` (for
+    `MarianMTModel.from_pretrained`) after checking that its model type is "marian"."""
     if isinstance(model_or_path, MarianMTModel):
         return model_or_path
     if isinstance(model_or_path, torch.nn.Module):
@@ -192,7 +197,9 @@ def load_marian(model_or_path, **kwargs) -> MarianMTModel:
 
 
 def from_marian(model_or_path, **kwargs) -> VaswaniForConditionalGeneration:
-    """A vaswani model computing what the MarianMT model computes (see the module docstring)."""
+    """A vaswani model computing what the MarianMT model `model_or_path` (an object, a folder or a Hub id; `kwargs`
+    go to `from_pretrained`) computes: the same logits to float rounding, the same generations. The stored
+    position table must be the sinusoid, and the embeddings' sharing is read off the weights (module docstring)."""
     marian = load_marian(model_or_path, **kwargs)
     encoder, decoder = marian.get_encoder().embed_tokens.weight, marian.get_decoder().embed_tokens.weight
     shared = encoder.shape == decoder.shape and torch.equal(encoder, decoder)

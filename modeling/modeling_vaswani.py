@@ -113,7 +113,8 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
 def sinusoid_table(num_positions: int, d_model: int) -> torch.Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)). Section 3.5.
 
-    Computed in float64 so that large positions keep their precision; returned as float32.
+    Returns the table for positions 0 .. `num_positions` - 1 as (num_positions, d_model): sines in the even columns,
+    cosines in the odd ones. Computed in float64 so that large positions keep their precision; returned as float32.
     """
     position = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (ceil(d_model/2),)
@@ -165,7 +166,7 @@ def positional_encoding(config: VaswaniConfig) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------------
 # PyTorch's CPU `F.linear` calls MKL's sgemm. oneDNN, which PyTorch also ships (its inner product is the kernel
 # behind `torch.ops.mkldnn._linear_pointwise`, the op inductor emits for CPU linear layers), computes the same
-# products faster on this project's machine (AMD EPYC, 2 cores; README, "Speed"): for the training shapes (1024
+# products faster on this project's machine (AMD EPYC, 2 cores; docs/performance.md): for the training shapes (1024
 # rows) 1.1-1.3x forward and 1.1-1.4x for the input's gradient; for decoding's few rows, whose weights stream from
 # memory at every step, 1.0-2x, and with the weight in oneDNN's own blocked layout ("packed", made once per
 # weight) another 1.2-1.7x at 8-64 rows. Below 256 x 256 weights its fixed cost per call (about 11 us) outweighs
@@ -288,8 +289,21 @@ def scaled_dot_product_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, equation (1), Section 3.2.1.
 
-    The eager member of transformers' attention interface: q (B, h, T, d_k), k and v (B, h, L, d_k), an additive
-    float mask broadcastable to (B, h, T, L). Returns the output as (B, T, h, d_k) and the weights (B, h, T, L).
+    The eager member of transformers' attention interface (`attn_implementation="eager"`); the other members
+    (sdpa, flex, flash) take the same arguments.
+
+    Args:
+        module: the calling attention module; only its `training` flag is read (dropout).
+        query: Q, (B, h, T, d_k).
+        key, value: K and V, (B, h, L, d_k) each.
+        attention_mask: an additive float mask broadcastable to (B, h, T, L) (0 where attending, a large negative
+            number where not), or None.
+        scaling: the factor on Q K^T, 1 / sqrt(d_k) in the paper.
+        dropout: dropout probability on the attention weights (0.0 outside training).
+        kwargs: other keyword arguments of the attention interface, unused here.
+
+    Returns:
+        The output as (B, T, h, d_k) and the attention weights as (B, h, T, L).
     """
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, T, L)
     if attention_mask is not None:
@@ -473,6 +487,16 @@ class VaswaniDecoderLayer(GradientCheckpointingLayer):
 # Pretrained-model plumbing: initialisation, self-contained checkpoints
 # ----------------------------------------------------------------------------------------------------------------
 class VaswaniPreTrainedModel(PreTrainedModel):
+    """The base of every vaswani model: the config class, the initialisation, and checkpoints that carry their code.
+
+    - Initialisation (`config.init_std`): the paper states none; N(0, 0.02) for every projection and embedding by
+      default, as BART and Marian, or tensor2tensor's scheme with `init_std=None`.
+    - `save_pretrained` also writes the code files and `auto_map`, so a saved folder or Hub repository loads with
+      `trust_remote_code=True` where the plugin is not installed; `push_to_hub` adds vaswani's model card.
+    - Attention implementations: "sdpa" (default), "eager" (`scaled_dot_product_attention`, needed for
+      `output_attentions=True`), "flex_attention", "flash_attention_2"; gradient checkpointing is supported.
+    """
+
     config: VaswaniConfig
     config_class = VaswaniConfig
     base_model_prefix = "model"
@@ -492,8 +516,8 @@ class VaswaniPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """The paper does not state its initialisation. Default (`init_std=0.02`): N(0, 0.02) for every projection
-        and embedding, as BART/Marian; it trains faster early on than the alternative (measured in the README).
-        `init_std=None`: Xavier-uniform projections and N(0, d_model^-0.5) embeddings, as tensor2tensor."""
+        and embedding, as BART/Marian; it trains faster early on than the alternative (measured: docs/training.md,
+        "History"). `init_std=None`: Xavier-uniform projections and N(0, d_model^-0.5) embeddings, as tensor2tensor."""
         std = self.config.init_std
         if isinstance(module, nn.Linear):
             if std is None:
@@ -516,8 +540,9 @@ class VaswaniPreTrainedModel(PreTrainedModel):
             init.copy_(module.table, sinusoid_table(module.table.shape[0], module.d_model))
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves weights, config and generation config, plus the code files (`checkpoint_code_files`) and `auto_map`,
-        so that the folder loads with `trust_remote_code=True` where `vaswani` is not installed.
+        """Saves weights (safetensors), config and generation config into `save_directory`, plus the code files
+        (`checkpoint_code_files`) and `auto_map`, so that the folder loads with `trust_remote_code=True` where
+        `vaswani` is not installed. Other arguments are transformers' `save_pretrained`'s.
 
         transformers' own code saving (`register_for_auto_class`) copies only files in the model file's folder; in
         the installed package the config lives in a sibling folder, so the files are copied here instead.
@@ -531,8 +556,14 @@ class VaswaniPreTrainedModel(PreTrainedModel):
 
     def push_to_hub(self, repo_id: str, *, commit_message=None, commit_description=None, private=None, token=None,
                     revision=None, create_pr=False, max_shard_size="50GB", tags=None) -> str:  # fmt: skip
-        """transformers' `push_to_hub`, with vaswani's model card (architecture, usage for both loading paths) where
-        the repository has none or only transformers' generic one. A vaswani card already there is kept, tagged."""
+        """Uploads the self-contained checkpoint to the Hub repository `repo_id` (created if missing) in one commit,
+        with vaswani's model card (architecture, usage for both loading paths) where the repository has none or
+        only transformers' generic one. A vaswani card already there is kept; `tags` are added to it.
+
+        The other arguments are those of transformers' `push_to_hub`: `commit_message`, `commit_description`,
+        `private` (for a new repository), `token` (default: the logged-in one), `revision` (a branch),
+        `create_pr` (open a pull request instead of committing), `max_shard_size`. Returns the commit URL.
+        Loaded as remote code, without the plugin, it is transformers' own `push_to_hub`."""
         from huggingface_hub import ModelCard, create_repo
         from huggingface_hub.errors import EntryNotFoundError
 
@@ -793,7 +824,13 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
 
 
 class VaswaniModel(VaswaniPreTrainedModel):
-    """The encoder-decoder Transformer without a head; returns the decoder's last hidden states."""
+    """The encoder-decoder Transformer of Figure 1 without its output projection: `AutoModel` for "vaswani".
+
+    `VaswaniModel(config)` builds it from a `VaswaniConfig` with freshly initialised weights;
+    `VaswaniModel.from_pretrained(path_or_hub_id)` loads one. Source and target share one embedding matrix
+    (`shared`, Section 3.4) unless `config.share_encoder_decoder_embeddings` is False. `forward` returns a
+    `Seq2SeqModelOutput` whose `last_hidden_state` is the decoder's output, (B, T, d_model).
+    """
 
     def __init__(self, config: VaswaniConfig):
         super().__init__(config)
@@ -845,10 +882,32 @@ class VaswaniModel(VaswaniPreTrainedModel):
         use_cache: bool | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
-        r"""Source `input_ids` (B, S) with `attention_mask`, target `decoder_input_ids` (B, T); `encoder_outputs`
-        instead of `input_ids` reuses an encoding. `cache` (also accepted as `past_key_values`, transformers' name
-        before 5.24) holds the decoder's past while decoding. `kwargs` takes only `output_attentions` /
-        `output_hidden_states`; any other keyword is refused with a TypeError rather than ignored."""
+        r"""Encode the source and decode the target in one pass.
+
+        Args:
+            input_ids: source token ids, (B, S).
+            attention_mask: (B, S), 1 for real source tokens and 0 for padding.
+            decoder_input_ids: target token ids, (B, T): all of them when teacher-forced, the new ones when `cache`
+                holds the past.
+            decoder_attention_mask: (B, past + T), 1 for real target tokens and 0 for padding; None means no
+                target padding (the causal mask applies either way).
+            encoder_outputs: an earlier encoding of the same source (a `BaseModelOutput` or a tuple whose first
+                element is the (B, S, d_model) hidden states), used instead of `input_ids`.
+            cache: the decoder's past while decoding, an `EncoderDecoderCache`; also accepted as
+                `past_key_values`, transformers' name before 5.24 (not both). Built here when `use_cache` is
+                set outside training.
+            inputs_embeds, decoder_inputs_embeds: not supported (a ValueError): the model embeds its own tokens,
+                scaled by sqrt(d_model) (Section 3.4).
+            use_cache: return the cache for the next decoding step (default: `config.use_cache`; never in
+                training).
+            kwargs: only transformers' `output_attentions` and `output_hidden_states` (attentions need
+                `attn_implementation="eager"`); any other keyword is refused with a TypeError rather than
+                ignored.
+
+        Returns:
+            `Seq2SeqModelOutput`: `last_hidden_state` (B, T, d_model), the cache, the encoder's last hidden state,
+            and hidden states and attentions where asked for.
+        """
         reject_unknown_kwargs(kwargs, type(self).__name__)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
@@ -879,7 +938,19 @@ class VaswaniModel(VaswaniPreTrainedModel):
 
 
 class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
-    """The Transformer with its pre-softmax projection (Section 3.4), for translation with `generate()`."""
+    """The Transformer with its pre-softmax projection (Section 3.4): `AutoModelForSeq2SeqLM` for "vaswani".
+
+    `VaswaniForConditionalGeneration(config)` builds it from a `VaswaniConfig`; `from_pretrained(path_or_hub_id)`
+    loads one (with `trust_remote_code=True` where the plugin is not installed). The output projection `lm_head`
+    is tied to the target embedding unless `config.tie_word_embeddings` is False.
+
+    - `forward(input_ids, attention_mask, labels=...)` gives the loss and the logits (B, T, V): what Trainer and
+      Seq2SeqTrainer call.
+    - `generate(**tokenizer(texts, return_tensors="pt"))` translates with the paper's decoding (Section 6.1),
+      which is the model's generation config: beam 4, length penalty 0.6, output up to input length + 50.
+    - `save_pretrained` / `push_to_hub` write self-contained checkpoints (the code files travel with the
+      weights); `from_marian` / `to_marian` convert from and to transformers' MarianMTModel with the same logits.
+    """
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
 
@@ -928,9 +999,29 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
-        r"""The arguments of `VaswaniModel.forward`, plus `labels` (B, T): target token ids, -100 where no loss is
-        wanted. The loss is the mean token cross-entropy, or its sum divided by `num_items_in_batch` when Trainer
-        passes that count (so gradient accumulation gives the same gradient as one large batch)."""
+        r"""Logits for every target position and, with `labels`, the training loss.
+
+        Args:
+            input_ids: source token ids, (B, S).
+            attention_mask: (B, S), 1 for real source tokens and 0 for padding.
+            decoder_input_ids: target token ids, (B, T). Leave out with `labels`: they are then `labels` shifted
+                right behind the start token `<s>` (teacher forcing).
+            decoder_attention_mask: (B, past + T), 1 for real target tokens and 0 for padding, or None.
+            encoder_outputs: an earlier encoding of the same source, used instead of `input_ids`.
+            cache: the decoder's past while decoding (also accepted as `past_key_values`, not both); see
+                `VaswaniModel.forward`.
+            inputs_embeds, decoder_inputs_embeds: not supported (a ValueError).
+            labels: target token ids, (B, T), -100 where no loss is wanted (padding). Turns the cache off.
+            use_cache: return the cache for the next decoding step.
+            kwargs: `num_items_in_batch` (passed by Trainer) and transformers' `output_attentions` /
+                `output_hidden_states`; any other keyword raises a TypeError.
+
+        Returns:
+            `Seq2SeqLMOutput` with `logits` (B, T, V) and, with `labels`, `loss`: the mean token cross-entropy over
+            labels other than -100, or its sum divided by `num_items_in_batch` when Trainer passes that count (so
+            gradient accumulation gives the gradient of one large batch). Label smoothing is Trainer's
+            (`label_smoothing_factor`), as in Section 5.4.
+        """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         reject_unknown_kwargs(kwargs, type(self).__name__)
         if labels is not None:
@@ -977,8 +1068,12 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_marian(cls, model_or_path, **kwargs) -> "VaswaniForConditionalGeneration":
-        """Converts a MarianMTModel (an object, a folder or a Hub id such as "Helsinki-NLP/opus-mt-en-de") into a
-        vaswani model with the same logits and generations. Needs the installed plugin (`vaswani.modeling.marian`)."""
+        """Converts a MarianMTModel into a vaswani model with the same logits and generations.
+
+        `model_or_path`: a `MarianMTModel`, a folder, or a Hub id such as "Helsinki-NLP/opus-mt-en-de"; `kwargs`
+        go to `MarianMTModel.from_pretrained`. The tokenizer stays the Marian one (`AutoTokenizer` of the same
+        path). Needs the installed plugin (`vaswani.modeling.marian`); refuses what has no vaswani equivalent
+        with a `MarianConversionError` naming the option."""
         try:
             from vaswani.modeling.marian import from_marian
         except ImportError as error:  # loaded as remote code
@@ -996,8 +1091,14 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         return to_marian(self)
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
-        """`GenerationMixin.generate`, with the paper's output-length rule as the default (Section 6.1): when
-        neither the call nor the generation config bounds the length, outputs stop at input length + 50."""
+        """`GenerationMixin.generate`, with the paper's output-length rule as the default (Section 6.1).
+
+        `inputs` (or `input_ids=`) are the source ids, (B, S), with their `attention_mask`; `generation_config` and
+        `kwargs` are transformers' (`num_beams`, `max_new_tokens`, `do_sample`, ...). The model's generation config
+        is the paper's beam 4 and length penalty 0.6; when neither the call nor the generation config bounds the
+        length, outputs stop at input length + 50. Returns the generated ids, (B * num_return_sequences, <= S + 51),
+        starting with the decoder start token `<s>`.
+        """
         config = generation_config or self.generation_config
         unbounded = all(kwargs.get(key) is None for key in ("max_length", "max_new_tokens"))
         if unbounded and config.max_new_tokens is None and config.max_length is None:

@@ -23,7 +23,11 @@ TASK_OUTPUT_KEYS = {"translation": "translation_text", "text2text-generation": "
 class VaswaniTranslationPipeline(Pipeline):
     """Tokenize, `model.generate()`, decode. Generation parameters (`num_beams`, `max_new_tokens`, ...) can be passed
     at construction or per call; by default the model's generation config applies (the paper's beam 4, length penalty
-    0.6, output length up to input + 50)."""
+    0.6, output length up to input + 50).
+
+    Built by `pipeline("translation", model=..., trust_remote_code=True)` or `vaswani.pipeline(...)`; the
+    constructor's keyword arguments are those of transformers' `Pipeline` (`model`, `tokenizer`, `task`, `device`,
+    ...). A model that is not encoder-decoder, or a missing tokenizer, raises a ValueError."""
 
     _load_processor = False
     _load_image_processor = False
@@ -51,8 +55,13 @@ class VaswaniTranslationPipeline(Pipeline):
         return {}, generate_kwargs, postprocess
 
     def __call__(self, inputs, **kwargs):
-        """Translate a string or a list of strings. A single string gives a list with one dict per returned sequence;
-        a list gives one such list per string."""
+        """Translate `inputs`, a string or a list of strings.
+
+        A single string gives a list with one dict per returned sequence (`{"translation_text": ...}`, or
+        `{"generated_text": ...}` for "text2text-generation"); a list gives one such list per string. `kwargs` are
+        generation parameters (`num_beams`, `max_new_tokens`, `num_return_sequences`, ...) and `return_tensors=True`
+        (token ids instead of text). An empty string or a non-string raises before any work; inputs are never
+        truncated."""
         if isinstance(inputs, str):
             self._check_text(inputs)
         elif isinstance(inputs, (list, tuple)):
@@ -96,8 +105,14 @@ class VaswaniTranslationPipeline(Pipeline):
 def pipeline(task: str = "translation", model=None, tokenizer=None, *, revision=None, token=None, **kwargs):
     """The in-process path for installed users, which needs no remote code: `vaswani.pipeline("translation", model)`.
 
-    `model` is a model object, a local folder or a Hub id; `tokenizer` defaults to the one saved with the model. Other
-    keyword arguments go to the pipeline (`device`, `batch_size`, generation parameters such as `num_beams`).
+    Args:
+        task: "translation" or "text2text-generation" (the same pipeline; only the output key differs).
+        model: a model object, a local folder or a Hub id.
+        tokenizer: a tokenizer, a folder or a Hub id; defaults to the one saved with `model` when that is a path.
+        revision, token: for a Hub id, the branch, tag or commit to load and the access token.
+        kwargs: go to the pipeline (`device`, `batch_size`, generation parameters such as `num_beams`).
+
+    Returns a `VaswaniTranslationPipeline`; called on text it returns `[{"translation_text": ...}]`.
     """
     if task not in TASK_OUTPUT_KEYS:
         raise ValueError(f"Unknown task {task!r}: the vaswani pipeline serves {sorted(TASK_OUTPUT_KEYS)}.")

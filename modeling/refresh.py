@@ -43,7 +43,9 @@ def code_files(present: set[str]) -> list[Path]:
 
 
 def refresh_folder(folder: str | Path) -> list[str]:
-    """Refreshes a local checkpoint folder in place. Returns the names of the files written."""
+    """Refreshes the checkpoint `folder` (what `save_pretrained` wrote) in place: the installed plugin's code files
+    and config entries (`auto_map`, `custom_pipelines`); weights, tokenizer and other files are left alone. Returns
+    the names of the files written. Refuses a folder without config.json or of another model type."""
     folder = Path(folder)
     config_file = folder / "config.json"
     if not config_file.is_file():
@@ -59,8 +61,11 @@ def refresh_folder(folder: str | Path) -> list[str]:
 
 def refresh_hub_repo(repo_id: str, *, token: str | None = None, revision: str | None = None, create_pr: bool = False,
                      commit_message: str = COMMIT_MESSAGE) -> str:  # fmt: skip
-    """Refreshes a Hub repository in one commit (a pull request with `create_pr=True`). Returns the commit's URL (or
-    the pull request's)."""
+    """Refreshes the Hub repository `repo_id` as `refresh_folder` does a folder, in one commit.
+
+    `token`: write access (default: the logged-in one); `revision`: the branch to refresh (default: main);
+    `create_pr`: open a pull request instead of committing; `commit_message`: the commit's title. Returns the
+    commit's URL (or the pull request's)."""
     from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 
     api = HfApi(token=token)

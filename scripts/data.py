@@ -31,6 +31,9 @@ class DataError(ValueError):
 
 @dataclass
 class ParallelCorpus:
+    """Sentence pairs (source, target): `train`, `validation` and `test`, and a `description` of where they came
+    from (printed by the job)."""
+
     train: list[tuple[str, str]]
     validation: list[tuple[str, str]]
     test: list[tuple[str, str]]
@@ -66,7 +69,9 @@ def clean_verse(text: str, code: str) -> str:
 
 
 def load_bible(source: str = "en", target: str = "de") -> ParallelCorpus:
-    """Aligned verses of two translations, split by whole books (validation and test books above)."""
+    """Aligned verses of two translations of the embedded Bible, split by whole books (validation and test books
+    above). `source` and `target`: a language name of `LANGUAGES` ("en", "de", ...) or a translation code of the
+    file; an unknown one raises a DataError listing both."""
     database = sqlite3.connect(f"file:{bible_database()}?mode=ro", uri=True)
     with database:
         available = {row[0] for row in database.execute("select distinct bbName from bible")}
@@ -88,7 +93,8 @@ def load_bible(source: str = "en", target: str = "de") -> ParallelCorpus:
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
-    """A TSV file (source<TAB>target per line) or JSONL file ({"source": ..., "target": ...} per line)."""
+    """The pairs of `path`: a TSV file (source<TAB>target per line) or a JSONL file ({"source": ..., "target": ...}
+    per line). A missing file, a malformed line (named by its number) or an empty file raises a DataError."""
     if not path.is_file():
         raise DataError(f"Data file {path} not found.")
     pairs = []
@@ -117,7 +123,8 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 def read_line_pair(source: Path, target: Path) -> list[tuple[str, str]]:
-    """Two plain-text files with one sentence per line, aligned by line number."""
+    """The pairs of two plain-text files, `source` and `target`, with one sentence per line, aligned by line
+    number. Files of different lengths raise a DataError."""
     lines = []
     for path in (source, target):
         if not path.is_file():
@@ -131,6 +138,9 @@ def read_line_pair(source: Path, target: Path) -> list[tuple[str, str]]:
 
 
 def load_files(train: list[Path], validation: list[Path], test: list[Path]) -> ParallelCorpus:
+    """Your own data: `train`, `validation` and `test` are each one TSV/JSONL file or a source and a target text
+    file (`read_pairs`, `read_line_pair`)."""
+
     def load(paths: list[Path]) -> list[tuple[str, str]]:
         return read_pairs(paths[0]) if len(paths) == 1 else read_line_pair(*paths)
 
@@ -138,7 +148,8 @@ def load_files(train: list[Path], validation: list[Path], test: list[Path]) -> P
 
 
 def load_hub_dataset(name: str, source: str, target: str) -> ParallelCorpus:  # pragma: no cover - needs a network
-    """A `datasets` translation dataset with a `translation` column of {source: ..., target: ...} dicts (WMT style)."""
+    """A `datasets` translation dataset `name` ("wmt14:de-en": the dataset and its configuration) with a
+    `translation` column of {source: ..., target: ...} dicts (WMT style). Needs a network."""
     import datasets
 
     splits = datasets.load_dataset(*name.split(":"))
@@ -154,7 +165,7 @@ def load_hub_dataset(name: str, source: str, target: str) -> ParallelCorpus:  # 
 # ----------------------------------------------------------------------------------------------------------------
 def token_batches(source_lengths: list[int], target_lengths: list[int], max_tokens: int, seed: int) -> list[list[int]]:
     """Groups example indices into batches whose padded source and target token counts each stay within
-    `max_tokens`. Examples are sorted by length (with random tie-breaking) so that padding is small, then the
+    `max_tokens`, given each example's `source_lengths` and `target_lengths` in tokens. Examples are sorted by length (with random tie-breaking) so that padding is small, then the
     batches are shuffled. Deterministic for a seed."""
     rng = random.Random(seed)
     order = sorted(range(len(source_lengths)), key=lambda i: (source_lengths[i], target_lengths[i], rng.random()))
@@ -173,7 +184,8 @@ def token_batches(source_lengths: list[int], target_lengths: list[int], max_toke
 
 
 class TokenBatchSampler(torch.utils.data.Sampler):
-    """A batch sampler over `token_batches`, reshuffled each epoch (Trainer calls `set_epoch`)."""
+    """A batch sampler over `token_batches(source_lengths, target_lengths, max_tokens, seed)`, reshuffled each
+    epoch (Trainer calls `set_epoch`). A sequence longer than `max_tokens` raises a DataError at construction."""
 
     def __init__(self, source_lengths: list[int], target_lengths: list[int], max_tokens: int, seed: int = 0):
         too_long = max(max(source_lengths), max(target_lengths))

@@ -38,6 +38,9 @@ def paper_learning_rate(step: int, d_model: int, warmup_steps: int, peak: float 
 class TokenBudgetTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer with token-count batches and the paper's learning-rate schedule.
 
+    `batch_sampler` (a `data.TokenBatchSampler`, or None for Trainer's own batches) forms the training batches;
+    `d_model` and `warmup_steps` shape the schedule (`paper_learning_rate`). Other arguments are Seq2SeqTrainer's.
+
     `args.learning_rate` is set to the schedule's peak and the LambdaLR factor shapes it, so the optimizer (Adam,
     with betas and epsilon from the arguments) and everything Trainer does with it (resume, logging) stay standard.
     """
@@ -78,7 +81,8 @@ class TokenBudgetTrainer(Seq2SeqTrainer):
 
 
 def parse_duration(text: str) -> float:
-    """'90s', '15m', '1h30m', '1.5h' or a bare number of minutes -> seconds."""
+    """`text` such as '90s', '15m', '1h30m', '1.5h', or a bare number of minutes -> seconds. Anything else raises a
+    ValueError showing the accepted forms."""
     text = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text) * 60
@@ -89,7 +93,8 @@ def parse_duration(text: str) -> float:
 
 
 class TimeBudget(TrainerCallback):
-    """Stops training (with a final checkpoint save) once `seconds` of wall-clock time have passed."""
+    """A Trainer callback: stops training (with a final checkpoint save) once `seconds` of wall-clock time have
+    passed since training began (`TimeBudget(seconds)`)."""
 
     def __init__(self, seconds: float):
         self.seconds, self.start = seconds, None
@@ -106,13 +111,14 @@ class TimeBudget(TrainerCallback):
 
 
 def checkpoints_in(output_dir: Path) -> list[Path]:
-    """Trainer's checkpoint-<step> folders, oldest first."""
+    """Trainer's checkpoint-<step> folders in `output_dir`, oldest first."""
     found = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
 def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
-    """The element-wise mean of the weights in several checkpoint folders (model.safetensors each)."""
+    """The element-wise mean of the weights in the checkpoint folders `paths` (model.safetensors each), as in
+    Section 6.1 (the last 5 checkpoints). Load the result with `model.load_state_dict(...)`."""
     if not paths:
         raise ValueError("No checkpoints to average.")
     total: dict[str, torch.Tensor] = {}
@@ -125,10 +131,12 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def translate(model, tokenizer, sentences: list[str], num_beams: int = 4, length_penalty: float = 0.6,
               batch_size: int = 32, max_offset: int = 50, progress: bool = True) -> list[str]:  # fmt: skip
-    """Beam search translation (Section 6.1: beam 4, alpha 0.6, maximum output length = input length + 50).
+    """Beam search translation of `sentences` with `model` and `tokenizer`, returned as strings in input order.
 
-    Sentences are decoded in batches of similar length (then put back in order), so that the output bound is the
-    batch's longest input + 50, within a few tokens of each sentence's own."""
+    The paper's decoding by default (Section 6.1): `num_beams` 4, `length_penalty` (alpha) 0.6, maximum output
+    length input length + `max_offset` (50). Sentences are decoded in batches of `batch_size` sentences of similar
+    length (then put back in order), so that the output bound is the batch's longest input + 50, within a few
+    tokens of each sentence's own. `progress` shows a progress bar."""
     model.eval()
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     outputs: list[str] = [""] * len(sentences)
@@ -152,7 +160,10 @@ GUARD_SENTENCES = 4  # validation sentences the cached-decoding check decodes
 def check_cached_decoding(model, tokenizer, sentences: list[str], when: str) -> float:
     """Stops the job with a clear error when decoding with the cache computes something else than the model computes
     without it (`compat_vaswani.check_cached_decoding`): transformers 5.24 broke exactly this silently, and a job
-    that evaluated and saved such a model exited 0 with looping translations."""
+    that evaluated and saved such a model exited 0 with looping translations.
+
+    Checks the first `GUARD_SENTENCES` of `sentences`, encoded by `tokenizer`; `when` names the moment in the error
+    ("before training"). Returns the largest difference found."""
     from vaswani.modeling.compat_vaswani import CachedDecodingError
     from vaswani.modeling.compat_vaswani import check_cached_decoding as check
 
@@ -165,7 +176,8 @@ def check_cached_decoding(model, tokenizer, sentences: list[str], when: str) -> 
 
 
 def score(hypotheses: list[str], references: list[str]) -> dict:
-    """Detokenized corpus BLEU and chrF with sacreBLEU's default settings, and their signatures."""
+    """Detokenized corpus BLEU and chrF of `hypotheses` against `references` (one reference per sentence) with
+    sacreBLEU's default settings: {"bleu", "chrf", "bleu_signature", "chrf_signature"}."""
     import sacrebleu
 
     bleu = sacrebleu.metrics.BLEU()

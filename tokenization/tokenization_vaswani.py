@@ -67,7 +67,15 @@ class VaswaniTokenizer(PreTrainedTokenizerFast):
 
     Use it like any Hugging Face tokenizer: `tok(src, text_target=tgt)` gives `input_ids`, `attention_mask` and
     `labels`; `model.generate(**tok(src, return_tensors="pt"))` works as is. Train a new vocabulary with
-    [`VaswaniTokenizer.train`] or `scripts/train_tokenizer.py`.
+    [`VaswaniTokenizer.train`] or `vaswani-train-tokenizer` (`scripts/train_tokenizer.py`); `save_pretrained` and
+    `AutoTokenizer.from_pretrained` (or `trust_remote_code=True` without the plugin) store and load it.
+
+    - Special tokens: `<pad>` 0, `<s>` 1 (the decoder start), `</s>` 2 (appended to every sequence), `<unk>` 3,
+      the ids of `VaswaniConfig`. A literal "</s>" typed in the text stays text.
+    - Normalisation is Unicode NFC only, and byte-level BPE leaves no character unknown, so
+      `decode(encode(text), skip_special_tokens=True) == text` for any NFC text (umlauts, 我爱你, emoji, runs of
+      whitespace).
+    - Nothing is truncated unless `truncation=True` is passed (then at `model_max_length`, 1024 by default).
     """
 
     vocab_files_names = {"tokenizer_file": TOKENIZER_FILE}
