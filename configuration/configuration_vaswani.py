@@ -56,8 +56,8 @@ class VaswaniConfig(PretrainedConfig):
         scale_embedding: multiply the embeddings by sqrt(d_model) (Section 3.4).
         tie_word_embeddings: share the embedding matrix with the pre-softmax projection (Section 3.4). False
             gives an untied output projection, a deviation.
-        pre_layer_norm: False is the paper's post-LN, `LayerNorm(x + Sublayer(x))` (Section 3.1). True gives
-            `x + Sublayer(LayerNorm(x))` with a final LayerNorm after each stack, a deviation.
+        pre_layer_norm: False is the paper's post-LN, `LayerNorm(x + Dropout(Sublayer(x)))` (Sections 3.1, 5.4).
+            True gives `x + Dropout(Sublayer(LayerNorm(x)))` with a final LayerNorm after each stack, a deviation.
         position_embedding_type: "sinusoidal" as in Section 3.5 (works for any length); "learned" is the
             alternative of Table 3 row (E), limited to `max_position_embeddings` positions.
         max_position_embeddings: size of the learned position table, or of the precomputed sinusoid table

@@ -11,7 +11,6 @@ torch, transformers and that one sibling file.
 """
 
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -47,6 +46,9 @@ from .compat_vaswani import (
     reject_unknown_kwargs,
     with_cache,
 )
+
+# CPU kernels (oneDNN linear maps, the fused loss): a sibling file, so that this one reads as the paper.
+from .kernels_vaswani import Linear, cross_entropy
 
 try:  # a checkpoint folder (remote code): the config file sits beside this one
     from .configuration_vaswani import VaswaniConfig
@@ -159,119 +161,6 @@ def positional_encoding(config: VaswaniConfig) -> nn.Module:
     if config.position_embedding_type == "learned":
         return LearnedPositionalEmbedding(config.max_position_embeddings, config.d_model)
     return SinusoidalPositionalEncoding(config.max_position_embeddings, config.d_model)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Linear maps on CPUs
-# ----------------------------------------------------------------------------------------------------------------
-# PyTorch's CPU `F.linear` calls MKL's sgemm. oneDNN, which PyTorch also ships (its inner product is the kernel
-# behind `torch.ops.mkldnn._linear_pointwise`, the op inductor emits for CPU linear layers), computes the same
-# products faster on this project's machine (AMD EPYC, 2 cores; docs/performance.md): for the training shapes (1024
-# rows) 1.1-1.3x forward and 1.1-1.4x for the input's gradient; for decoding's few rows, whose weights stream from
-# memory at every step, 1.0-2x, and with the weight in oneDNN's own blocked layout ("packed", made once per
-# weight) another 1.2-1.7x at 8-64 rows. Below 256 x 256 weights its fixed cost per call (about 11 us) outweighs
-# the gain. The weight's gradient stays with `torch.mm`: oneDNN was 0.75-1.37x by shape, and slower in the model.
-# oneDNN compiles a kernel per new shape (1-3 ms the first time), so training whose shapes rarely repeat gains
-# less: with a new shape at almost every step, base trained 1.18x MarianMT against 1.10x with MKL, small about even.
-#
-# In the environment, `VASWANI_ONEDNN=0` turns oneDNN off; `VASWANI_PACKED_WEIGHTS=0` keeps it, without the packed
-# copies (they cost the weights' size in memory while the model is used for inference).
-SMALLEST_WEIGHT = 256 * 256
-PACKING_ROWS = 8  # the rows oneDNN tunes the layout for; at 1-256 rows within 15% of a layout for those rows
-ONEDNN_LINEAR = (
-    os.environ.get("VASWANI_ONEDNN", "1") != "0"
-    and torch.backends.mkldnn.is_available()
-    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")  # x86: where it was measured
-)
-PACKED_WEIGHTS = os.environ.get("VASWANI_PACKED_WEIGHTS", "1") != "0" and hasattr(
-    torch.ops.mkldnn, "_reorder_linear_weight"
-)
-
-
-def onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether to compute x W^T with oneDNN: a CPU float32 product with a weight of at least 256 x 256, outside
-    autocast (which picks its own kernels) and `torch.compile` (inductor does the same itself)."""
-    return (
-        ONEDNN_LINEAR
-        and weight.numel() >= SMALLEST_WEIGHT  # the cheapest test first: small models pay it on every call
-        and x.dtype == weight.dtype == torch.float32
-        and x.device.type == "cpu"
-        and x.numel() > 0
-        and not torch.is_autocast_enabled("cpu")
-        and not is_torchdynamo_compiling()
-    )
-
-
-def onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., in) W^T (in, out) + b by oneDNN's inner product; W may be a transposed view or packed."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-class OneDNNLinearFunction(torch.autograd.Function):
-    """y = x W^T + b with oneDNN for y and dL/dx = dL/dy W, and `torch.mm` for dL/dW = (dL/dy)^T x."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return onednn_product(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_y = grad_output.reshape(-1, weight.shape[0])  # (..., out) -> (N, out)
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = onednn_product(grad_y, weight.t()).view(x.shape)  # (N, out) (out, in) -> (..., in)
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.mm(grad_y.t(), x.reshape(-1, weight.shape[1]))  # (out, N) (N, in) -> (out, in)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_y.sum(0)  # (out,)
-        return grad_x, grad_weight, grad_bias
-
-
-class Linear(nn.Linear):
-    """`nn.Linear` (same parameters, same checkpoints), computed by oneDNN where that is faster (`onednn_pays`).
-
-    Inference (no gradient needed) uses a packed copy of the weight, made at the first such call and made again
-    whenever the weight changes (an optimizer step, `load_state_dict`, `.to()`); `train()` drops it."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.packed = None  # ((data pointer, version) of the weight it was made from, the packed weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.weight, self.bias
-        if not onednn_pays(x, weight):
-            return nn.functional.linear(x, weight, bias)
-        if torch.is_grad_enabled() and (
-            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-        ):
-            return OneDNNLinearFunction.apply(x, weight, bias)
-        return onednn_product(x, self.packed_weight(), bias)
-
-    def packed_weight(self) -> torch.Tensor:
-        weight = self.weight
-        if not PACKED_WEIGHTS or weight.is_inference():  # inference tensors carry no version to check
-            return weight
-        made_from = (weight.data_ptr(), weight._version)
-        if self.packed is None or self.packed[0] != made_from:
-            self.packed = (made_from, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKING_ROWS))
-        return self.packed[1]
-
-    def train(self, mode: bool = True):
-        if mode:
-            self.packed = None  # training changes the weight at every step
-        return super().train(mode)
-
-    def _apply(self, fn, recurse=True):
-        self.packed = None  # `.to()`, `.half()`, ...: the weight is replaced
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self):
-        state = super().__getstate__()  # deepcopy and pickle: a packed tensor has no storage to copy
-        return {**state, "packed": None}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -539,6 +428,22 @@ class VaswaniPreTrainedModel(PreTrainedModel):
             # A non-persistent buffer: `from_pretrained` builds on the meta device, so rebuild it here.
             init.copy_(module.table, sinusoid_table(module.table.shape[0], module.d_model))
 
+    def pack_weights_for_inference(self) -> "VaswaniPreTrainedModel":
+        """Makes a packed copy of every linear weight in oneDNN's blocked layout, for faster CPU inference
+        (docs/performance.md: base greedy decoding at batch 8 from 1.50x to 2.13x MarianMTModel). Returns the
+        model, in eval mode.
+
+        An explicit step for weights that no longer change, as `torch.jit.freeze`: the copies take the weights'
+        size in memory, and a write through `weight.data` (PEFT's `merge_and_unload`, pruning) is not seen by a
+        packed layer. Optimizer steps, in-place updates and `load_state_dict` are (the layer packs again);
+        `train()` and `.to()` drop the copies. A no-op where oneDNN does not compute the layers (GPUs, other
+        dtypes, small weights)."""
+        self.eval()
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.pack()
+        return self
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves weights (safetensors), config and generation config into `save_directory`, plus the code files
         (`checkpoint_code_files`) and `auto_map`, so that the folder loads with `trust_remote_code=True` where
@@ -590,54 +495,10 @@ class VaswaniPreTrainedModel(PreTrainedModel):
             )  # fmt: skip
 
 
-LOSS_BLOCK_LOGITS = 64 * 37000  # 9 MB of float32 logits per block: 64 rows of the base vocabulary
-
-
-class FusedCrossEntropy(torch.autograd.Function):
-    """Token cross-entropy from logits, summed over non-ignored targets and divided by `divisor`.
-
-    The same value and gradient as `F.cross_entropy(..., reduction="sum") / divisor` (to float rounding), with less
-    memory traffic: it keeps no (N, V) log-softmax for the backward pass (only the log-sum-exp per row, computed
-    by blocks of rows), and the backward pass writes softmax - one_hot into one fresh (N, V) buffer, where
-    log_softmax + nll_loss allocate and zero-fill several. With a 37k vocabulary that is most of the loss's cost in
-    a training step on a CPU.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, divisor: torch.Tensor):
-        valid = targets != ignore_index  # (N,)
-        safe_targets = targets.masked_fill(~valid, 0)
-        # torch.logsumexp makes an (N, V) temporary; by blocks of rows it stays small and in cache (2.4x faster)
-        rows = max(1, LOSS_BLOCK_LOGITS // logits.shape[1])
-        lse = torch.cat([torch.logsumexp(block, dim=-1) for block in logits.split(rows)])  # (N,)
-        picked = logits.gather(1, safe_targets[:, None]).squeeze(1)  # (N,)
-        ctx.save_for_backward(logits, lse, safe_targets, valid, divisor)
-        return ((lse - picked) * valid).sum() / divisor
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        logits, lse, targets, valid, divisor = ctx.saved_tensors
-        grad = torch.sub(logits, lse[:, None]).exp_()  # softmax, (N, V)
-        grad.scatter_add_(1, targets[:, None], torch.full_like(lse[:, None], -1.0))  # minus the one-hot target
-        grad.mul_((valid * (grad_output / divisor))[:, None].to(grad.dtype))  # ignored rows get no gradient
-        return grad, None, None, None
-
-
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
-    """Mean token cross-entropy over labels != -100, or the sum divided by `num_items_in_batch` when Trainer passes
-    it (so that gradient accumulation equals one large batch), as transformers' `fixed_cross_entropy`."""
-    logits = logits.float().reshape(-1, logits.shape[-1])  # (N, V); a no-op in fp32
-    labels = labels.to(logits.device).reshape(-1)  # (N,)
-    if num_items_in_batch is None:
-        divisor = (labels != -100).sum().clamp(min=1)
-    else:
-        divisor = torch.as_tensor(num_items_in_batch, device=logits.device)
-    return FusedCrossEntropy.apply(logits, labels, -100, divisor.to(logits.dtype))
-
-
 def checkpoint_code_files() -> list[Path]:
     """The code files every checkpoint carries, so that it loads with `trust_remote_code=True` where vaswani is not
-    installed: this file, the config's, the compatibility shims and the pipeline's (the tokenizer saves its own)."""
+    installed: this file, the config's, the compatibility shims, the CPU kernels and the pipeline's (the tokenizer
+    saves its own)."""
     # A sibling of this file in the package and in the checkpoint alike; being imported here also makes
     # transformers fetch it with this file when the checkpoint is loaded as remote code.
     from .pipeline_vaswani import VaswaniTranslationPipeline
@@ -646,6 +507,7 @@ def checkpoint_code_files() -> list[Path]:
         VaswaniConfig.__module__,
         __name__,
         accepts_past_key_values.__module__,
+        Linear.__module__,
         VaswaniTranslationPipeline.__module__,
     )
     return [Path(sys.modules[module].__file__) for module in modules]

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 import vaswani
-from vaswani.modeling import modeling_vaswani
+from vaswani.modeling import kernels_vaswani
 
 logger = logging.getLogger("vaswani.benchmark")
 
@@ -187,6 +187,8 @@ def time_generation(models, config, batch_size: int, num_beams: int, args) -> li
     options = dict(num_beams=num_beams, max_new_tokens=args.new_tokens, do_sample=False)
     for model in models:
         model.eval()
+        if hasattr(model, "pack_weights_for_inference"):  # vaswani's explicit inference step
+            model.pack_weights_for_inference()
     for _ in range(max(1, args.warmup - 1)):
         for model in models:
             model.generate(**inputs, **options)
@@ -207,8 +209,8 @@ def matmul_rates(dtype: torch.dtype, device: str, n: int = 1024, repeats: int = 
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     products = {"torch.matmul": lambda: a @ b}
-    if device == "cpu" and dtype == torch.float32 and modeling_vaswani.ONEDNN_LINEAR:
-        products["oneDNN"] = lambda: modeling_vaswani.onednn_product(a, b.t())
+    if device == "cpu" and dtype == torch.float32 and kernels_vaswani.ONEDNN_LINEAR:
+        products["oneDNN"] = lambda: kernels_vaswani.onednn_product(a, b.t())
     rates = {}
     for name, product in products.items():
         for _ in range(3):

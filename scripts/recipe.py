@@ -136,8 +136,11 @@ def translate(model, tokenizer, sentences: list[str], num_beams: int = 4, length
     The paper's decoding by default (Section 6.1): `num_beams` 4, `length_penalty` (alpha) 0.6, maximum output
     length input length + `max_offset` (50). Sentences are decoded in batches of `batch_size` sentences of similar
     length (then put back in order), so that the output bound is the batch's longest input + 50, within a few
-    tokens of each sentence's own. `progress` shows a progress bar."""
+    tokens of each sentence's own. `progress` shows a progress bar. A vaswani model's weights are packed for
+    inference first (`pack_weights_for_inference`; `model.train()` drops the copies)."""
     model.eval()
+    if hasattr(model, "pack_weights_for_inference"):  # the weights do not change while translating
+        model.pack_weights_for_inference()
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     outputs: list[str] = [""] * len(sentences)
     batches = range(0, len(order), batch_size)
