@@ -64,7 +64,10 @@ class TokenBudgetTrainer(Seq2SeqTrainer):
     def evaluate(self, *args, **kwargs):
         """Evaluation inside a forked RNG: its data loader draws seeds from the global generator, so otherwise
         whether an evaluation ran before a checkpoint (Trainer evaluates at the last step) would change the dropout
-        masks after resuming, and a resumed run would not end where an uninterrupted one ends."""
+        masks after resuming, and a resumed run would not end where an uninterrupted one ends. The weights do not
+        change while it runs, so a vaswani model's are packed for decoding; training's `model.train()` drops them."""
+        if hasattr(self.model, "pack_weights_for_inference"):
+            self.model.pack_weights_for_inference()
         with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
             return super().evaluate(*args, **kwargs)
 
