@@ -88,8 +88,8 @@ class Linear(nn.Linear):
 
     It computes from `self.weight` at every call, so every way of changing the weight is seen. `pack()` makes a
     packed copy for inference, used while the weight keeps the data pointer and version it was packed from
-    (an optimizer step, an in-place update or `load_state_dict` makes it pack again); `train()`, `.to()`, copies
-    and `unpack()` drop it. A write through `weight.data` is not seen by a packed layer: unpack first."""
+    (an optimizer step, an in-place update or `load_state_dict` makes it pack again); `train()`, `.to()` and
+    copies drop it. A write through `weight.data` is not seen by a packed layer: call `train()` first."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -115,9 +115,6 @@ class Linear(nn.Linear):
         made_from = (weight.data_ptr(), weight._version)
         self.packed = (made_from, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKING_ROWS))
         return True
-
-    def unpack(self) -> None:
-        self.packed = None
 
     def packed_weight(self) -> torch.Tensor:
         """The packed copy if this layer was packed, made again if the weight changed in a way torch tracks."""

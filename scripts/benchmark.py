@@ -31,6 +31,7 @@ import torch
 
 import vaswani
 from vaswani.modeling import kernels_vaswani
+from vaswani.scripts import recipe
 
 logger = logging.getLogger("vaswani.benchmark")
 
@@ -187,8 +188,7 @@ def time_generation(models, config, batch_size: int, num_beams: int, args) -> li
     options = dict(num_beams=num_beams, max_new_tokens=args.new_tokens, do_sample=False)
     for model in models:
         model.eval()
-        if hasattr(model, "pack_weights_for_inference"):  # vaswani's explicit inference step
-            model.pack_weights_for_inference()
+        recipe.pack_for_inference(model)  # vaswani's explicit inference step
     for _ in range(max(1, args.warmup - 1)):
         for model in models:
             model.generate(**inputs, **options)

@@ -132,15 +132,18 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
+def prose(path: Path) -> str:
+    """The file without its fenced code blocks (a `#` comment there is no heading, a `](` no link)."""
+    return re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
 def anchors(path: Path) -> set[str]:
-    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)
-    return {slug(match) for match in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+    return {slug(match) for match in re.findall(r"^#+ (.+)$", prose(path), flags=re.M)}
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_links_point_at_files_and_headings_that_exist(path):
-    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)
-    for target in LINK.findall(text):
+    for target in LINK.findall(prose(path)):
         if re.match(r"[a-z]+://", target):
             continue
         file, _, anchor = target.partition("#")
@@ -225,7 +228,7 @@ def own_doc(obj) -> str:
 
 def arguments(obj) -> list[str]:
     if inspect.isclass(obj):
-        if "__init__" not in vars(obj) and "__dataclass_fields__" not in vars(obj):
+        if "__init__" not in vars(obj):  # a dataclass's generated __init__ is in vars() too
             return []
         obj = obj.__init__
     skip = {"self", "cls", "args"}

@@ -296,7 +296,7 @@ def logits(model, input_ids, attention_mask) -> torch.Tensor:
 @pytest.mark.parametrize("way", WAYS)
 def test_no_way_of_changing_weights_leaves_a_stale_copy(monkeypatch, way, packed):
     if packed and way == "weight.data write":
-        pytest.skip("the documented limit of the explicit step: unpack (train()) before writing through .data")
+        pytest.skip("the documented limit of the explicit step: call train() before writing through .data")
     model = tiny_model(d_model=256, encoder_ffn_dim=256, decoder_ffn_dim=256)  # weights large enough for oneDNN
     input_ids, attention_mask = random_batch(2, 7)
     if packed:
