@@ -53,9 +53,11 @@ from vaswani.modeling import (  # noqa: E402
     VaswaniTranslationPipeline,
     pipeline,
 )
+from vaswani.modeling.ctranslate2_export import convert_to_ctranslate2  # noqa: E402
+from vaswani.modeling.onnx_export import export_onnx  # noqa: E402
 from vaswani.tokenization import VaswaniTokenizer  # noqa: E402
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 AutoConfig.register(VaswaniConfig.model_type, VaswaniConfig, exist_ok=True)
 AutoModel.register(VaswaniConfig, VaswaniModel, exist_ok=True)
@@ -70,5 +72,7 @@ __all__ = [
     "VaswaniPreTrainedModel",
     "VaswaniTokenizer",
     "VaswaniTranslationPipeline",
+    "convert_to_ctranslate2",
+    "export_onnx",
     "pipeline",
 ]

@@ -47,8 +47,8 @@ from .compat_vaswani import (
     with_cache,
 )
 
-# CPU kernels (oneDNN linear maps, the fused loss): a sibling file, so that this one reads as the paper.
-from .kernels_vaswani import Linear, cross_entropy
+# The fused training loss: a sibling file, so that this one reads as the paper.
+from .kernels_vaswani import cross_entropy
 
 try:  # a checkpoint folder (remote code): the config file sits beside this one
     from .configuration_vaswani import VaswaniConfig
@@ -137,24 +137,41 @@ class SinusoidalPositionalEncoding(nn.Module):
         # Not persistent: it is a function of the config, rebuilt by `_init_weights` after loading.
         self.register_buffer("table", sinusoid_table(num_positions, d_model), persistent=False)
 
-    def forward(self, past_length: int, length: int) -> torch.Tensor:
-        end = past_length + length
-        table = self.table if end <= self.table.shape[0] else sinusoid_table(end, self.d_model).to(self.table)
-        return table[past_length:end]  # (length, d_model)
+    def forward(self, past_length: int | torch.Tensor, length: int) -> torch.Tensor:
+        if isinstance(past_length, torch.Tensor) and is_torchdynamo_compiling():
+            # A static cache counts its positions in a tensor, so that compiled decoding steps share one graph;
+            # `generate` made the table long enough before compiling (`cover_positions`).
+            return self.table[torch.arange(length, device=self.table.device) + past_length]  # (length, d_model)
+        end = int(past_length) + length
+        if end > self.table.shape[0]:
+            return sinusoid_table(end, self.d_model).to(self.table)[end - length : end]
+        return self.table[end - length : end]  # (length, d_model)
+
+    def cover_positions(self, num_positions: int) -> None:
+        """Extends the precomputed table to `num_positions` (compiled decoding cannot compute it on the fly)."""
+        if num_positions > self.table.shape[0]:
+            self.table = sinusoid_table(num_positions, self.d_model).to(self.table)
 
 
 class LearnedPositionalEmbedding(nn.Embedding):
     """Learned positions, Table 3 row (E): a deviation, limited to `max_position_embeddings` positions."""
 
-    def forward(self, past_length: int, length: int) -> torch.Tensor:
-        end = past_length + length
-        if end > self.num_embeddings:
+    def forward(self, past_length: int | torch.Tensor, length: int) -> torch.Tensor:
+        if isinstance(past_length, torch.Tensor) and is_torchdynamo_compiling():
+            # A static cache's tensor count; `generate` checked the length before compiling (`cover_positions`).
+            return self.weight[torch.arange(length, device=self.weight.device) + past_length]  # (length, d_model)
+        end = int(past_length) + length
+        self.cover_positions(end)
+        return self.weight[end - length : end]  # (length, d_model)
+
+    def cover_positions(self, num_positions: int) -> None:
+        """Refuses a length past the table: learned positions exist only up to `max_position_embeddings`."""
+        if num_positions > self.num_embeddings:
             raise ValueError(
-                f"Sequence needs position {end - 1} but learned positions stop at {self.num_embeddings - 1} "
-                "(`max_position_embeddings`). Truncate the input (tokenizer `truncation=True`), or use "
-                "`position_embedding_type='sinusoidal'`, which has no length limit."
+                f"Sequence needs position {num_positions - 1} but learned positions stop at {self.num_embeddings - 1} "
+                "(`max_position_embeddings`). Truncate the input (tokenizer `truncation=True`), bound the output "
+                "(`max_new_tokens`), or use `position_embedding_type='sinusoidal'`, which has no length limit."
             )
-        return self.weight[past_length:end]  # (length, d_model)
 
 
 def positional_encoding(config: VaswaniConfig) -> nn.Module:
@@ -230,10 +247,10 @@ class VaswaniMultiHeadAttention(nn.Module):
         # Every attention module must say whether it is causal: SDPA reads `is_causal` when the mask is None.
         self.is_causal = is_causal
         self.is_cross_attention = is_cross_attention
-        self.q_proj = Linear(config.d_model, config.d_model)
-        self.k_proj = Linear(config.d_model, config.d_model)
-        self.v_proj = Linear(config.d_model, config.d_model)
-        self.out_proj = Linear(config.d_model, config.d_model)
+        self.q_proj = nn.Linear(config.d_model, config.d_model)
+        self.k_proj = nn.Linear(config.d_model, config.d_model)
+        self.v_proj = nn.Linear(config.d_model, config.d_model)
+        self.out_proj = nn.Linear(config.d_model, config.d_model)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -289,8 +306,8 @@ class PositionwiseFeedForward(nn.Module):
 
     def __init__(self, config: VaswaniConfig, d_ff: int):
         super().__init__()
-        self.fc1 = Linear(config.d_model, d_ff)
-        self.fc2 = Linear(d_ff, config.d_model)
+        self.fc1 = nn.Linear(config.d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, config.d_model)
         self.activation = ACT2FN[config.activation_function]
         self.activation_dropout = config.activation_dropout
 
@@ -394,7 +411,9 @@ class VaswaniPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
-    _can_compile_fullgraph = False  # input checks read tensor values on the host
+    # torch.compile: input checks, which read tensor values on the host, are skipped while compiling (eager calls
+    # check); a static cache's positions are tensors (`SinusoidalPositionalEncoding.forward`).
+    _can_compile_fullgraph = True
     # Classes published in `auto_map` of every saved config (see `save_pretrained`).
     _auto_map = {
         "AutoConfig": "configuration_vaswani.VaswaniConfig",
@@ -427,22 +446,6 @@ class VaswaniPreTrainedModel(PreTrainedModel):
         elif isinstance(module, SinusoidalPositionalEncoding):
             # A non-persistent buffer: `from_pretrained` builds on the meta device, so rebuild it here.
             init.copy_(module.table, sinusoid_table(module.table.shape[0], module.d_model))
-
-    def pack_weights_for_inference(self) -> "VaswaniPreTrainedModel":
-        """Makes a packed copy of every linear weight in oneDNN's blocked layout, for faster CPU inference
-        (docs/performance.md: base greedy decoding at batch 8 from 1.50x to 2.13x MarianMTModel). Returns the
-        model, in eval mode.
-
-        An explicit step for weights that no longer change, as `torch.jit.freeze`: the copies take the weights'
-        size in memory, and a write through `weight.data` (PEFT's `merge_and_unload`, pruning) is not seen by a
-        packed layer. Optimizer steps, in-place updates and `load_state_dict` are (the layer packs again);
-        `train()` and `.to()` drop the copies. A no-op where oneDNN does not compute the layers (GPUs, other
-        dtypes, small weights)."""
-        self.eval()
-        for module in self.modules():
-            if isinstance(module, Linear):
-                module.pack()
-        return self
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves weights (safetensors), config and generation config into `save_directory`, plus the code files
@@ -497,7 +500,7 @@ class VaswaniPreTrainedModel(PreTrainedModel):
 
 def checkpoint_code_files() -> list[Path]:
     """The code files every checkpoint carries, so that it loads with `trust_remote_code=True` where vaswani is not
-    installed: this file, the config's, the compatibility shims, the CPU kernels and the pipeline's (the tokenizer
+    installed: this file, the config's, the compatibility shims, the loss kernel and the pipeline's (the tokenizer
     saves its own)."""
     # A sibling of this file in the package and in the checkpoint alike; being imported here also makes
     # transformers fetch it with this file when the checkpoint is loaded as remote code.
@@ -507,7 +510,7 @@ def checkpoint_code_files() -> list[Path]:
         VaswaniConfig.__module__,
         __name__,
         accepts_past_key_values.__module__,
-        Linear.__module__,
+        cross_entropy.__module__,
         VaswaniTranslationPipeline.__module__,
     )
     return [Path(sys.modules[module].__file__) for module in modules]
@@ -820,7 +823,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = VaswaniModel(config)
         # Tied to the target embedding unless `tie_word_embeddings=False` (Section 3.4).
-        self.lm_head = Linear(config.d_model, config.decoder_vocabulary, bias=False)  # Section 3.4
+        self.lm_head = nn.Linear(config.d_model, config.decoder_vocabulary, bias=False)  # Section 3.4
         if not config.share_encoder_decoder_embeddings:
             self._tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
         # MarianMT's fixed logit offsets, for converted checkpoints (not in the paper; `add_final_logits_bias`).
@@ -967,7 +970,22 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             source = inputs if inputs is not None else kwargs.get("input_ids")
             if source is not None:
                 kwargs["max_new_tokens"] = source.shape[-1] + MAX_OUTPUT_LENGTH_OFFSET
+        if (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic"):
+            self.cover_decoder_positions(config, kwargs)
         return super().generate(inputs, generation_config=generation_config, **kwargs)
+
+    def cover_decoder_positions(self, config, kwargs: dict) -> None:
+        """A static cache (`cache_implementation="static"`, what compiled decoding uses) holds every position up to
+        the output's maximum length, and compiled steps cannot grow the sinusoid table: extend it now, or refuse
+        learned positions that stop short, before any decoding work."""
+        max_new_tokens = kwargs.get("max_new_tokens") or config.max_new_tokens
+        start = kwargs.get("decoder_input_ids")
+        if max_new_tokens is not None:
+            length = max_new_tokens + (start.shape[-1] if start is not None else 1)
+        else:
+            length = kwargs.get("max_length") or config.max_length
+        if length is not None:
+            self.model.decoder.embed_positions.cover_positions(length)
 
 
 __all__ = ["VaswaniForConditionalGeneration", "VaswaniModel", "VaswaniPreTrainedModel"]

@@ -17,6 +17,7 @@ as a fraction of it (model FLOPs utilisation, from the analytic FLOP count of th
 """
 
 import argparse
+import copy
 import gc
 import logging
 import os
@@ -30,8 +31,6 @@ from pathlib import Path
 import torch
 
 import vaswani
-from vaswani.modeling import kernels_vaswani
-from vaswani.scripts import recipe
 
 logger = logging.getLogger("vaswani.benchmark")
 
@@ -70,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--attn-implementation", default="sdpa", help="for both models: sdpa, eager, flash_attention_2")
     p.add_argument("--skip-generation", action="store_true")
+    p.add_argument("--inference-paths", action="store_true",
+                   help="also time greedy decoding through torch.compile (static cache), int8 dynamic quantization "
+                   "and CTranslate2 (float32 and int8), for both models where the tool takes them")  # fmt: skip
     p.add_argument("--output", type=Path, help="also write the markdown table here")
     return p.parse_args(argv)
 
@@ -188,7 +190,6 @@ def time_generation(models, config, batch_size: int, num_beams: int, args) -> li
     options = dict(num_beams=num_beams, max_new_tokens=args.new_tokens, do_sample=False)
     for model in models:
         model.eval()
-        recipe.pack_for_inference(model)  # vaswani's explicit inference step
     for _ in range(max(1, args.warmup - 1)):
         for model in models:
             model.generate(**inputs, **options)
@@ -204,13 +205,10 @@ def time_generation(models, config, batch_size: int, num_beams: int, args) -> li
 
 
 def matmul_rates(dtype: torch.dtype, device: str, n: int = 1024, repeats: int = 30) -> dict[str, float]:
-    """FLOP/s of an n x n x n matrix multiply, the best of `repeats` (the attainable peak), by `torch.matmul` and, for
-    float32 on a CPU where vaswani uses it, by oneDNN (`torch.ops.mkldnn._linear_pointwise`)."""
+    """FLOP/s of an n x n x n matrix multiply by `torch.matmul`, the best of `repeats` (the attainable peak)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     products = {"torch.matmul": lambda: a @ b}
-    if device == "cpu" and dtype == torch.float32 and kernels_vaswani.ONEDNN_LINEAR:
-        products["oneDNN"] = lambda: kernels_vaswani.onednn_product(a, b.t())
     rates = {}
     for name, product in products.items():
         for _ in range(3):
@@ -278,6 +276,108 @@ def benchmark_size(size: str, args, rates: dict) -> list[str]:
     return rows
 
 
+# ---- inference paths: compiled, int8, CTranslate2 ------------------------------------------------------------------
+
+
+def compiled_generation_options(device: str) -> dict:
+    """transformers' standard switch for compiled decoding: a static cache. On GPUs generate then compiles the
+    decoding step itself; on a CPU it has to be asked to (`CompileConfig._compile_all_devices`)."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(fullgraph=True, mode="reduce-overhead" if device.startswith("cuda") else "default")
+    config._compile_all_devices = True
+    return dict(cache_implementation="static", compile_config=config)
+
+
+def int8(model):
+    """torch's dynamic int8 quantization of every `nn.Linear` (CPU): int8 weights, activations quantized per call."""
+    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def time_path(generate, args) -> Timing:
+    for _ in range(max(1, args.warmup)):
+        generate()
+    timing = Timing([])
+    for _ in range(args.repeats):
+        synchronize(args.device)
+        start = time.perf_counter()
+        generate()
+        synchronize(args.device)
+        timing.seconds.append(time.perf_counter() - start)
+    return timing
+
+
+def ctranslate2_translator(model, quantization: str | None, work_dir: Path):
+    """vaswani's model in CTranslate2 (`vaswani-convert-ctranslate2`), with a made-up vocabulary of the same size."""
+    import ctranslate2
+
+    from vaswani.modeling.ctranslate2_export import convert_to_ctranslate2
+
+    config = model.config
+    tokens = [f"t{i}" for i in range(config.vocab_size)]
+    for name in ("pad", "bos", "eos", "unk"):
+        tokens[getattr(config, f"{name}_token_id")] = f"<{name}>"
+    folder = convert_to_ctranslate2(model, work_dir / f"ct2-{quantization}", tokenizer=tokens, force=True)
+    threads = torch.get_num_threads()
+    device = model.device.type
+    return ctranslate2.Translator(str(folder), device=device, compute_type=quantization or "float32",
+                                  inter_threads=1, intra_threads=threads), tokens  # fmt: skip
+
+
+def benchmark_inference_paths(size: str, args) -> list[str]:
+    """Greedy new tokens per second at each generation batch size through each path, vaswani and MarianMT side by
+    side (CTranslate2 converts vaswani only: its Marian converter assumes OPUS-MT's vocabulary layout)."""
+    import tempfile
+
+    models = build_pair(size, args.device, args.attn_implementation)
+    config = models[0].config
+    rows = []
+    options = dict(num_beams=1, max_new_tokens=args.new_tokens, do_sample=False)
+    with torch.no_grad(), tempfile.TemporaryDirectory() as work_dir:
+        for batch_size in args.generation_batch_sizes:
+            inputs = random_batch(config, batch_size, args.source_length, 2, args.device, seed=1)
+            inputs.pop("labels")
+            units = batch_size * args.new_tokens
+            eager = [time_path(partial(m.eval().generate, **inputs, **options), args) for m in models]
+            paths = {"eager (fp32)": eager}
+            logger.info("%s: compiled decoding, batch %d", size, batch_size)
+            compiled = compiled_generation_options(args.device)
+            paths["torch.compile, static cache"] = [
+                time_path(partial(m.generate, **inputs, **options, **compiled), args) for m in models
+            ]
+            if args.device == "cpu":
+                logger.info("%s: int8 decoding, batch %d", size, batch_size)
+                quantized = [int8(m) for m in models]
+                paths["int8 (quantize_dynamic)"] = [
+                    time_path(partial(m.generate, **inputs, **options), args) for m in quantized
+                ]
+            try:
+                import ctranslate2  # noqa: F401
+            except ImportError:
+                ctranslate2 = None
+            if ctranslate2 is not None:
+                sources = inputs["input_ids"].tolist()
+                for quantization in (None, "int8"):
+                    logger.info("%s: CTranslate2 %s, batch %d", size, quantization or "float32", batch_size)
+                    translator, tokens = ctranslate2_translator(models[0], quantization, Path(work_dir))
+                    batch = [[tokens[i] for i in row] for row in sources]
+                    fixed = dict(beam_size=1, max_decoding_length=args.new_tokens, min_decoding_length=args.new_tokens)
+                    timing = time_path(partial(translator.translate_batch, batch, **fixed), args)
+                    paths[f"CTranslate2 {quantization or 'float32'}"] = [timing, None]
+            base = eager[0].median
+            for name, (ours, marian) in paths.items():
+                ours_rate = ours.rate(units)
+                marian_rate = marian.rate(units) if marian is not None else None
+                rows.append(
+                    f"| {size}, batch {batch_size}: {name} | {fmt_rate(ours_rate)} | "
+                    f"{fmt_rate(marian_rate) if marian_rate else 'n/a'} | "
+                    f"{f'{ours_rate[0] / marian_rate[0]:.2f}x' if marian_rate else ''} | {base / ours.median:.2f}x |"
+                )
+    del models
+    gc.collect()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> str:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -305,6 +405,17 @@ def main(argv: list[str] | None = None) -> str:
     ]
     for size in args.sizes:
         lines += benchmark_size(size, args, rates)
+    if args.inference_paths:
+        lines += [
+            "",
+            f"Greedy decoding, new tokens/s, {args.new_tokens} new tokens from {args.source_length}-token sources "
+            "(medians, range); the last column is vaswani's speed-up over its own eager fp32 decoding.",
+            "",
+            "| size, batch: path | vaswani | MarianMT | vaswani / MarianMT | vaswani / eager |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for size in args.sizes:
+            lines += benchmark_inference_paths(size, args)
     table = "\n".join(lines)
     print(table)
     if args.output:

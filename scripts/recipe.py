@@ -64,9 +64,7 @@ class TokenBudgetTrainer(Seq2SeqTrainer):
     def evaluate(self, *args, **kwargs):
         """Evaluation inside a forked RNG: its data loader draws seeds from the global generator, so otherwise
         whether an evaluation ran before a checkpoint (Trainer evaluates at the last step) would change the dropout
-        masks after resuming, and a resumed run would not end where an uninterrupted one ends. The weights do not
-        change while it runs, so a vaswani model's are packed for decoding; training's `model.train()` drops them."""
-        pack_for_inference(self.model)
+        masks after resuming, and a resumed run would not end where an uninterrupted one ends."""
         with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
             return super().evaluate(*args, **kwargs)
 
@@ -80,13 +78,6 @@ class TokenBudgetTrainer(Seq2SeqTrainer):
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
             self._created_lr_scheduler = True
         return self.lr_scheduler
-
-
-def pack_for_inference(model) -> None:
-    """Packs a vaswani model's weights for decoding (`pack_weights_for_inference`); other models, such as the
-    MarianMTModel of a comparison run, have no such step and are left as they are."""
-    if hasattr(model, "pack_weights_for_inference"):
-        model.pack_weights_for_inference()
 
 
 def parse_duration(text: str) -> float:
@@ -145,10 +136,8 @@ def translate(model, tokenizer, sentences: list[str], num_beams: int = 4, length
     The paper's decoding by default (Section 6.1): `num_beams` 4, `length_penalty` (alpha) 0.6, maximum output
     length input length + `max_offset` (50). Sentences are decoded in batches of `batch_size` sentences of similar
     length (then put back in order), so that the output bound is the batch's longest input + 50, within a few
-    tokens of each sentence's own. `progress` shows a progress bar. A vaswani model's weights are packed for
-    inference first (`pack_weights_for_inference`; `model.train()` drops the copies)."""
+    tokens of each sentence's own. `progress` shows a progress bar."""
     model.eval()
-    pack_for_inference(model)  # the weights do not change while translating
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     outputs: list[str] = [""] * len(sentences)
     batches = range(0, len(order), batch_size)

@@ -25,7 +25,7 @@ from hub_server import HubServer
 from packaging.requirements import Requirement
 
 import vaswani
-from vaswani.modeling import compat_vaswani, marian, refresh
+from vaswani.modeling import compat_vaswani, marian, onnx_export, refresh
 from vaswani.scripts import data, recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,6 +195,9 @@ PUBLIC_API = [
     marian.load_marian,
     marian.config_from_marian,
     marian.marian_config_from,
+    vaswani.convert_to_ctranslate2,
+    vaswani.export_onnx,
+    onnx_export.greedy_decode,
     compat_vaswani.check_cached_decoding,
     compat_vaswani.CachedDecodingError,
     refresh.refresh_folder,
