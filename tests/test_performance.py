@@ -84,11 +84,14 @@ def test_model_loss_uses_the_fused_cross_entropy_and_trains():
 def test_benchmark_script_runs(tmp_path):
     table = benchmark.main(["--sizes", "tiny", "--repeats", "1", "--warmup", "1", "--batch-size", "4",
                             "--source-length", "8", "--target-length", "8", "--new-tokens", "4",
-                            "--generation-batch-sizes", "2", "--output", str(tmp_path / "bench.md")])  # fmt: skip
+                            "--generation-batch-sizes", "2", "--inference-paths",
+                            "--output", str(tmp_path / "bench.md")])  # fmt: skip
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
     for name in ("train tokens/s, fp32", "train MFU, fp32", "train step peak memory, MiB",
                  "greedy new tokens/s, batch 2", "beam-4 new tokens/s, batch 2"):  # fmt: skip
         assert name in rows and rows[name].rstrip(" |").endswith("x"), name
+    for path in ("eager (fp32)", "torch.compile, static cache", "int8 (quantize_dynamic)", "CTranslate2 int8"):
+        assert rows[f"tiny, batch 2: {path}"].rstrip(" |").endswith("x"), path
     assert (tmp_path / "bench.md").read_text().strip() == table.strip()
 
 

@@ -269,3 +269,44 @@ def test_lora_fine_tunes_saves_reloads_and_merges(trained, tokenizer, tmp_path):
     assert type(merged) is vaswani.VaswaniForConditionalGeneration
     assert tokenizer.decode(merged.generate(**tokenizer(["The child is big."], return_tensors="pt"))[0],
                             skip_special_tokens=True) == "Das Kind ist groß."  # fmt: skip
+
+
+def test_serving_quality_script_scores_every_path_on_the_test_books(trained):
+    pytest.importorskip("ctranslate2")
+    pytest.importorskip("sacrebleu")
+    from vaswani.scripts import serving_quality
+
+    _, folder = trained
+    table = serving_quality.main([str(folder), "--max-sentences", "3"])
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| path", "| ---"))]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "PyTorch float32", "PyTorch int8 (quantize_dynamic)", "CTranslate2 float32", "CTranslate2 int8"
+    ]  # fmt: skip
+    assert "3 test pairs" in table
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(pre_layer_norm=True), dict(position_embedding_type="learned"), dict(activation_function="gelu"),
+     dict(activation_function="silu", scale_embedding=False), dict(add_final_logits_bias=True), dict(layer_norm_eps=0.1)],
+    ids=["pre-LN", "learned positions", "gelu", "silu unscaled", "final logits bias", "epsilon"],
+)  # fmt: skip
+def test_ctranslate2_follows_every_named_deviation(overrides, tmp_path):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from vaswani.modeling.ctranslate2_export import convert_to_ctranslate2
+
+    model = tiny_model(**overrides)
+    with torch.no_grad():
+        for parameter in model.parameters():  # LayerNorm gains and the logits bias away from their initial 1 and 0
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        if model.final_logits_bias is not None:
+            model.final_logits_bias.normal_()
+    tokens = ["<pad>", "<s>", "</s>", "<unk>"] + [f"t{i}" for i in range(4, model.config.vocab_size)]
+    convert_to_ctranslate2(model, tmp_path / "ct2", tokenizer=tokens)
+    translator = ctranslate2.Translator(str(tmp_path / "ct2"))
+    source, target = [5, 9, 17, 33, 2], [40, 41, 42, 2]
+    theirs = translator.score_batch([[tokens[i] for i in source]], [[tokens[i] for i in target[:-1]]])[0].log_probs
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([source]), labels=torch.tensor([target])).logits
+    ours = logits.log_softmax(-1)[0].gather(1, torch.tensor(target)[:, None]).squeeze(1)
+    torch.testing.assert_close(torch.tensor(theirs), ours, rtol=0, atol=1e-3)
