@@ -210,6 +210,6 @@ def convert_to_ctranslate2(model_or_path, output_dir, *, tokenizer=None, quantiz
                 return model_spec(model, tokens)
 
     VaswaniConverter().convert(str(output_dir), quantization=quantization, force=True)
-    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+    if hasattr(tokenizer, "save_pretrained"):  # not a plain list of tokens
         tokenizer.save_pretrained(output_dir / "tokenizer")  # the same tokenization as the model's
     return output_dir

@@ -116,9 +116,10 @@ def export_onnx(model_or_path, output_dir, *, tokenizer=None, opset_version: int
     options = dict(dynamo=True, opset_version=opset_version, external_data=False, verbose=False)
     try:
         with torch.no_grad():
-            hidden = EncoderGraph(model)(example_ids, example_mask)
+            encoder = EncoderGraph(model).eval()
+            hidden = encoder(example_ids, example_mask)
             torch.onnx.export(
-                EncoderGraph(model).eval(), (example_ids, example_mask), output_dir / "encoder.onnx",
+                encoder, (example_ids, example_mask), output_dir / "encoder.onnx",
                 input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
                 dynamic_shapes=({0: batch, 1: source}, {0: batch, 1: source}), **options,
             )  # fmt: skip

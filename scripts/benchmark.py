@@ -183,25 +183,37 @@ def time_training(models, batch, args, autocast_dtype=None) -> tuple[list[Timing
     return timings, peaks
 
 
-@torch.no_grad()
-def time_generation(models, config, batch_size: int, num_beams: int, args) -> list[Timing]:
-    inputs = random_batch(config, batch_size, args.source_length, 2, args.device, seed=1)
-    inputs.pop("labels")
-    options = dict(num_beams=num_beams, max_new_tokens=args.new_tokens, do_sample=False)
-    for model in models:
-        model.eval()
-    for _ in range(max(1, args.warmup - 1)):
-        for model in models:
-            model.generate(**inputs, **options)
-    timings = [Timing([]) for _ in models]
+def time_alternating(calls, args, warmup: int) -> list[Timing]:
+    """Times each call `args.repeats` times after `warmup` runs, alternating call by call within each repetition so
+    that all of them see the same machine state."""
+    for _ in range(warmup):
+        for call in calls:
+            call()
+    timings = [Timing([]) for _ in calls]
     for _ in range(args.repeats):
-        for model, timing in zip(models, timings, strict=True):
+        for call, timing in zip(calls, timings, strict=True):
             synchronize(args.device)
             start = time.perf_counter()
-            model.generate(**inputs, **options)
+            call()
             synchronize(args.device)
             timing.seconds.append(time.perf_counter() - start)
     return timings
+
+
+def generation_inputs(config, batch_size: int, args) -> dict:
+    inputs = random_batch(config, batch_size, args.source_length, 2, args.device, seed=1)
+    inputs.pop("labels")
+    return inputs
+
+
+@torch.no_grad()
+def time_generation(models, config, batch_size: int, num_beams: int, args) -> list[Timing]:
+    inputs = generation_inputs(config, batch_size, args)
+    options = dict(num_beams=num_beams, max_new_tokens=args.new_tokens, do_sample=False)
+    for model in models:
+        model.eval()
+    calls = [partial(model.generate, **inputs, **options) for model in models]
+    return time_alternating(calls, args, warmup=max(1, args.warmup - 1))
 
 
 def matmul_rates(dtype: torch.dtype, device: str, n: int = 1024, repeats: int = 30) -> dict[str, float]:
@@ -294,19 +306,6 @@ def int8(model):
     return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def time_path(generate, args) -> Timing:
-    for _ in range(max(1, args.warmup)):
-        generate()
-    timing = Timing([])
-    for _ in range(args.repeats):
-        synchronize(args.device)
-        start = time.perf_counter()
-        generate()
-        synchronize(args.device)
-        timing.seconds.append(time.perf_counter() - start)
-    return timing
-
-
 def ctranslate2_translator(model, quantization: str | None, work_dir: Path):
     """vaswani's model in CTranslate2 (`vaswani-convert-ctranslate2`), with a made-up vocabulary of the same size."""
     import ctranslate2
@@ -324,47 +323,50 @@ def ctranslate2_translator(model, quantization: str | None, work_dir: Path):
                                   inter_threads=1, intra_threads=threads), tokens  # fmt: skip
 
 
+def time_decoding(models, inputs: dict, options: dict, args, warmup: int, **extra) -> list[Timing]:
+    """Greedy decoding of `inputs` by each model, alternating, with generate's `options` and `extra` arguments."""
+    calls = [partial(model.generate, **inputs, **options, **extra) for model in models]
+    return time_alternating(calls, args, warmup)
+
+
 def benchmark_inference_paths(size: str, args) -> list[str]:
     """Greedy new tokens per second at each generation batch size through each path, vaswani and MarianMT side by
-    side (CTranslate2 converts vaswani only: its Marian converter assumes OPUS-MT's vocabulary layout)."""
+    side and alternating (CTranslate2 converts vaswani only: its Marian converter assumes OPUS-MT's vocabulary
+    layout). Each quantized or converted model is made once and timed at every batch size."""
     import tempfile
 
     models = build_pair(size, args.device, args.attn_implementation)
+    for model in models:
+        model.eval()
     config = models[0].config
-    rows = []
     options = dict(num_beams=1, max_new_tokens=args.new_tokens, do_sample=False)
+    compiled = compiled_generation_options(args.device)
+    quantized = [int8(m) for m in models] if args.device == "cpu" else None
+    warmup = max(1, args.warmup)  # the first call of a compiled path compiles
+    rows = []
     with torch.no_grad(), tempfile.TemporaryDirectory() as work_dir:
+        translators = {}
+        try:
+            for quantization in (None, "int8"):
+                translators[quantization] = ctranslate2_translator(models[0], quantization, Path(work_dir))
+        except ImportError:
+            logger.warning("ctranslate2 is not installed: its rows are left out (pip install 'vaswani[serve]')")
         for batch_size in args.generation_batch_sizes:
-            inputs = random_batch(config, batch_size, args.source_length, 2, args.device, seed=1)
-            inputs.pop("labels")
+            inputs = generation_inputs(config, batch_size, args)
             units = batch_size * args.new_tokens
-            eager = [time_path(partial(m.eval().generate, **inputs, **options), args) for m in models]
-            paths = {"eager (fp32)": eager}
-            logger.info("%s: compiled decoding, batch %d", size, batch_size)
-            compiled = compiled_generation_options(args.device)
-            paths["torch.compile, static cache"] = [
-                time_path(partial(m.generate, **inputs, **options, **compiled), args) for m in models
-            ]
-            if args.device == "cpu":
+            pair = partial(time_decoding, inputs=inputs, options=options, args=args, warmup=warmup)
+            logger.info("%s: eager and compiled decoding, batch %d", size, batch_size)
+            paths = {"eager (fp32)": pair(models), "torch.compile, static cache": pair(models, **compiled)}
+            if quantized is not None:
                 logger.info("%s: int8 decoding, batch %d", size, batch_size)
-                quantized = [int8(m) for m in models]
-                paths["int8 (quantize_dynamic)"] = [
-                    time_path(partial(m.generate, **inputs, **options), args) for m in quantized
-                ]
-            try:
-                import ctranslate2  # noqa: F401
-            except ImportError:
-                ctranslate2 = None
-            if ctranslate2 is not None:
-                sources = inputs["input_ids"].tolist()
-                for quantization in (None, "int8"):
-                    logger.info("%s: CTranslate2 %s, batch %d", size, quantization or "float32", batch_size)
-                    translator, tokens = ctranslate2_translator(models[0], quantization, Path(work_dir))
-                    batch = [[tokens[i] for i in row] for row in sources]
-                    fixed = dict(beam_size=1, max_decoding_length=args.new_tokens, min_decoding_length=args.new_tokens)
-                    timing = time_path(partial(translator.translate_batch, batch, **fixed), args)
-                    paths[f"CTranslate2 {quantization or 'float32'}"] = [timing, None]
-            base = eager[0].median
+                paths["int8 (quantize_dynamic)"] = pair(quantized)
+            fixed = dict(beam_size=1, max_decoding_length=args.new_tokens, min_decoding_length=args.new_tokens)
+            for quantization, (translator, tokens) in translators.items():
+                logger.info("%s: CTranslate2 %s, batch %d", size, quantization or "float32", batch_size)
+                batch = [[tokens[i] for i in row] for row in inputs["input_ids"].tolist()]
+                call = partial(translator.translate_batch, batch, **fixed)
+                paths[f"CTranslate2 {quantization or 'float32'}"] = [*time_alternating([call], args, warmup), None]
+            base = paths["eager (fp32)"][0].median
             for name, (ours, marian) in paths.items():
                 ours_rate = ours.rate(units)
                 marian_rate = marian.rate(units) if marian is not None else None
@@ -373,7 +375,7 @@ def benchmark_inference_paths(size: str, args) -> list[str]:
                     f"{fmt_rate(marian_rate) if marian_rate else 'n/a'} | "
                     f"{f'{ours_rate[0] / marian_rate[0]:.2f}x' if marian_rate else ''} | {base / ours.median:.2f}x |"
                 )
-    del models
+    del models, quantized, translators
     gc.collect()
     return rows
 

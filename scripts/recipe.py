@@ -128,6 +128,13 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
     return {name: (tensor / len(paths)).float() for name, tensor in total.items()}
 
 
+def length_batches(sentences: list[str], batch_size: int) -> list[list[int]]:
+    """Indices of `sentences` in batches of `batch_size`, shortest first, so that a batch holds similar lengths
+    (little padding, and an output bound of input + 50 close to each sentence's own)."""
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 @torch.no_grad()
 def translate(model, tokenizer, sentences: list[str], num_beams: int = 4, length_penalty: float = 0.6,
               batch_size: int = 32, max_offset: int = 50, progress: bool = True) -> list[str]:  # fmt: skip
@@ -138,11 +145,8 @@ def translate(model, tokenizer, sentences: list[str], num_beams: int = 4, length
     length (then put back in order), so that the output bound is the batch's longest input + 50, within a few
     tokens of each sentence's own. `progress` shows a progress bar."""
     model.eval()
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     outputs: list[str] = [""] * len(sentences)
-    batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc="translating", disable=not progress):
-        indices = order[start : start + batch_size]
+    for indices in tqdm(length_batches(sentences, batch_size), desc="translating", disable=not progress):
         batch = tokenizer([sentences[i] for i in indices], return_tensors="pt", padding=True, truncation=True)
         batch = batch.to(model.device)
         generated = model.generate(

@@ -39,10 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def ctranslate2_translate(translator, tokenizer, sentences: list[str]) -> list[str]:
     """The paper's decoding in CTranslate2, batched as `recipe.translate` batches: similar lengths together, the
     output bound the batch's longest input + 50."""
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     outputs = [""] * len(sentences)
-    for start in range(0, len(order), BATCH_SIZE):
-        indices = order[start : start + BATCH_SIZE]
+    for indices in recipe.length_batches(sentences, BATCH_SIZE):
         sources = [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer([sentences[i] for i in indices]).input_ids]
         results = translator.translate_batch(
             sources, beam_size=4, length_penalty=0.6, max_decoding_length=max(map(len, sources)) + 50
