@@ -22,20 +22,23 @@ ATTENTION_KINDS = {
 }
 
 
-def plot_curves(log_history: list[dict], path: Path) -> Path:
-    """Training and validation loss, and validation BLEU, against the training step."""
+def plot_curves(log_history: list[dict], path: Path, final_note: str | None = None) -> Path:
+    """Training and validation loss, and the learning rate, against the training step; `final_note` (e.g. the final
+    model's validation BLEU) goes in the loss panel's title."""
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
     valid = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
-    bleu = [(e["step"], e["eval_bleu"]) for e in log_history if "eval_bleu" in e]
-    figure, (loss_axes, bleu_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    rate = [(e["step"], e["learning_rate"]) for e in log_history if "learning_rate" in e]
+    figure, (loss_axes, rate_axes) = plt.subplots(1, 2, figsize=(11, 4))
     for points, label in ((train, "training loss (label-smoothed)"), (valid, "validation loss")):
         if points:
             loss_axes.plot(*zip(*points, strict=True), marker="." if len(points) < 30 else None, label=label)
-    loss_axes.set(xlabel="step", ylabel="cross-entropy per token", title="Loss")
+    loss_axes.set(
+        xlabel="step", ylabel="cross-entropy per token", title="Loss" + (f" ({final_note})" if final_note else "")
+    )
     loss_axes.legend()
-    if bleu:
-        bleu_axes.plot(*zip(*bleu, strict=True), marker="o", color="tab:green")
-    bleu_axes.set(xlabel="step", ylabel="BLEU", title="Validation BLEU (greedy)")
+    if rate:
+        rate_axes.plot(*zip(*rate, strict=True), color="tab:green")
+    rate_axes.set(xlabel="step", ylabel="learning rate", title="Learning rate (warmup, then 1/sqrt(step))")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -19,16 +19,21 @@ from itertools import chain
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    ProgressCallback,
+    Seq2SeqTrainingArguments,
+)
 
 import vaswani
 from vaswani.scripts import data as corpus
 from vaswani.scripts import plots, recipe
 
 logger = logging.getLogger("vaswani.train_translation")
-SETUP_ALLOWANCE_MINUTES = 4
+SETUP_ALLOWANCE_MINUTES = 4  # data, tokenizer, final evaluation and plots on a 2-core CPU, on top of the budget
 PAPER_WARMUP_STEPS = 4000  # Section 5.3
-VALIDATION_MAX_LENGTH = 320  # tokens; the longest verse of the default corpus is about 150 with an 8k vocabulary  # data, tokenizer, final test evaluation and plots, on a 2-core CPU, on top of the budget
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,8 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--adam-epsilon", type=float, default=1e-9)
     r.add_argument("--label-smoothing", type=float, default=0.1)
     r.add_argument("--average-checkpoints", type=int, default=5, help="average the last N checkpoints (paper: 5)")
-    r.add_argument("--save-steps", type=int, default=100, help="checkpoint interval in steps")
-    r.add_argument("--eval-steps", type=int, default=250, help="validation loss and BLEU interval in steps")
+    r.add_argument(
+        "--average-span",
+        type=float,
+        default=0.1,
+        help="the averaged checkpoints are saved evenly over this last share of training (default: 0.1)",
+    )
+    r.add_argument("--save-steps", type=int, default=200, help="interval in steps of the checkpoints to resume from")
+    r.add_argument("--eval-steps", type=int, default=100, help="validation loss interval in steps")
     r.add_argument("--beam", type=int, default=4, help="test beam size (paper: 4)")
     r.add_argument("--length-penalty", type=float, default=0.6, help="test length penalty alpha (paper: 0.6)")
     run = p.add_argument_group("run")
@@ -85,7 +96,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--time-budget", default="15m", help="wall-clock limit of training, e.g. 90s, 15m, 1h (default: 15m)"
     )
     run.add_argument("--max-steps", type=int, help="stop after this many steps (whichever comes first)")
-    run.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    run.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="bf16: bfloat16 autocast; auto (default): bf16 where the hardware computes in bf16 (a CUDA GPU with "
+        "bf16, an x86 CPU with AVX-512 BF16 or AMX), fp32 elsewhere",
+    )
+    run.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="= --precision bf16")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     run.add_argument("--output-dir", type=Path, default=Path("runs/en-de"))
     run.add_argument("--seed", type=int, default=0)
@@ -108,6 +126,8 @@ def check_args(args: argparse.Namespace) -> float:
             f"error: --time-budget {args.time_budget} is too small to take a single training step and save it; "
             f"give at least {recipe.MIN_TIME_BUDGET_SECONDS}s."
         )
+    if not 0 < args.average_span <= 1:
+        raise SystemExit(f"error: --average-span {args.average_span}: give a share of training between 0 and 1.")
     if args.max_steps is not None and args.max_steps < 1:
         raise SystemExit("error: --max-steps must be at least 1.")
     if args.resume and not recipe.checkpoints_in(args.output_dir):
@@ -166,18 +186,16 @@ def tokenize(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
     return [{"input_ids": i, "labels": t} for i, t in zip(encoded["input_ids"], encoded["labels"], strict=True)]
 
 
-def bleu_metric(tokenizer):
-    def compute(prediction):
-        predictions = prediction.predictions
-        labels = prediction.label_ids
-        predictions = [[t for t in row if t >= 0] for row in predictions]
-        labels = [[t for t in row if t >= 0] for row in labels]
-        hypotheses = tokenizer.batch_decode(predictions, skip_special_tokens=True)
-        references = tokenizer.batch_decode(labels, skip_special_tokens=True)
-        scores = recipe.score([h.strip() for h in hypotheses], [r.strip() for r in references])
-        return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
+def hardware_has_bf16() -> bool:
+    """Whether bfloat16 autocast runs on bf16 units here (and so is faster than fp32): a CUDA GPU with bf16, or an
+    x86 CPU with AVX-512 BF16 or AMX. Elsewhere torch emulates bf16 and it is slower than fp32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
-    return compute
+
+def use_bf16(args: argparse.Namespace) -> bool:
+    return args.precision == "bf16" or (args.precision == "auto" and hardware_has_bf16())
 
 
 def training_arguments(args, peak: float) -> Seq2SeqTrainingArguments:
@@ -185,12 +203,11 @@ def training_arguments(args, peak: float) -> Seq2SeqTrainingArguments:
         output_dir=str(args.output_dir), max_steps=args.max_steps or -1, num_train_epochs=1000,
         learning_rate=peak, adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_epsilon=args.adam_epsilon,
         weight_decay=0.0, optim="adamw_torch", max_grad_norm=0.0, label_smoothing_factor=args.label_smoothing,
+        # Validation during training is the loss only (a second or two): decoding the validation books cost 20-35 s
+        # every 250 steps, a tenth of a 15-minute budget. BLEU is measured once, on the final model.
         eval_strategy="steps", eval_steps=args.eval_steps, per_device_eval_batch_size=64,
-        # Validation decodes greedily, bounded explicitly: without a bound Seq2SeqTrainer writes transformers'
-        # default max_length=20 into the model's generation config.
-        predict_with_generate=True, generation_num_beams=1, generation_max_length=VALIDATION_MAX_LENGTH,
         save_strategy="steps", save_steps=args.save_steps, save_total_limit=max(args.average_checkpoints, 1),
-        logging_steps=25, report_to=["tensorboard"], bf16=args.bf16, use_cpu=not torch.cuda.is_available(),
+        logging_steps=25, report_to=["tensorboard"], bf16=use_bf16(args), use_cpu=not torch.cuda.is_available(),
         seed=args.seed, dataloader_num_workers=0, disable_tqdm=False,
     )  # fmt: skip
 
@@ -220,18 +237,23 @@ def dataset_id(args: argparse.Namespace) -> str | None:
 
 
 def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict, peak: float) -> dict:
+    decode = dict(num_beams=args.beam, length_penalty=args.length_penalty)
+    # Validation first: the figure to tune on (the test books are for reporting only).
+    validation = recipe.score(recipe.translate(model, tokenizer, [s for s, _ in data.validation], **decode),
+                              [t for _, t in data.validation])  # fmt: skip
     sources = [s for s, _ in data.test]
     references = [t for _, t in data.test]
-    hypotheses = recipe.translate(model, tokenizer, sources, num_beams=args.beam, length_penalty=args.length_penalty)
+    hypotheses = recipe.translate(model, tokenizer, sources, **decode)
     results = {
         **recipe.score(hypotheses, references), "test_sentences": len(sources), "corpus": data.description,
+        "validation": {key: validation[key] for key in ("bleu", "chrf", "length_ratio", "repeated_4gram_share")},
         "beam": args.beam, "length_penalty": args.length_penalty, "max_output_length": "input + 50",
         "model_type": args.model_type, "preset": args.preset, "parameters": model.num_parameters(only_trainable=True),
         "source_language": args.source, "target_language": args.target, "dataset": dataset_id(args),
         "recipe": {"max_tokens_per_side": args.max_tokens, "warmup_steps": args.warmup_steps,
                    "peak_learning_rate": peak, "adam_betas": [args.adam_beta1, args.adam_beta2],
                    "adam_epsilon": args.adam_epsilon, "label_smoothing": args.label_smoothing,
-                   "vocab_size": len(tokenizer), "seed": args.seed}, **extra,
+                   "vocab_size": len(tokenizer), "seed": args.seed, "bf16": use_bf16(args)}, **extra,
         "examples": [{"source": s, "reference": r, "translation": h}
                      for s, r, h in list(zip(sources, references, hypotheses, strict=True))[:5]],
     }  # fmt: skip
@@ -262,11 +284,14 @@ def run(args: argparse.Namespace) -> dict | None:
     validation_sources = [s for s, _ in data.validation]
     # Before any training time is spent: the validation BLEU of the whole run depends on it.
     recipe.check_cached_decoding(model, tokenizer, validation_sources, "before training")  # greedy: no random draws
+    time_budget = recipe.TimeBudget(budget, args.average_checkpoints, args.average_span)
     trainer = recipe.TokenBudgetTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), compute_metrics=bleu_metric(tokenizer),
-        callbacks=[recipe.TimeBudget(budget)], batch_sampler=sampler, d_model=d_model, warmup_steps=args.warmup_steps,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), callbacks=[time_budget],
+        batch_sampler=sampler, d_model=d_model, warmup_steps=args.warmup_steps,
     )  # fmt: skip
+    trainer.remove_callback(ProgressCallback)  # counted epochs x batches: 551,000 steps for a 15-minute run
+    trainer.add_callback(recipe.BudgetProgress(time_budget))
     start = time.monotonic()
     trainer.train(resume_from_checkpoint=True if args.resume else None)
     trainer.save_model(args.output_dir / "last")  # the last step's weights, before averaging
@@ -279,7 +304,8 @@ def run(args: argparse.Namespace) -> dict | None:
     logger.info("Cached and uncached decoding agree on %d validation sentences (largest log-probability difference "
                 "%.1e).", min(recipe.GUARD_SENTENCES, len(validation_sources)), difference)  # fmt: skip
     results = evaluate_and_report(model.eval(), tokenizer, data, args, final, extra, peak)
-    plots.plot_curves(trainer.state.log_history, final / "curves.png")
+    note = f"final model: validation BLEU {results['validation']['bleu']}, test BLEU {results['bleu']}"
+    plots.plot_curves(trainer.state.log_history, final / "curves.png", note)
     if args.model_type == "vaswani":
         plots.plot_attention(model, tokenizer, args.sample, final / "attention")
     return results
@@ -301,7 +327,11 @@ def main(argv: list[str] | None = None) -> None:
     if results is None:
         return
     print(f"\nTest ({results['test_sentences']} sentences, {results['corpus']}), after {results['steps']} steps:")
-    print(f"BLEU {results['bleu']}  chrF {results['chrf']}\n{results['bleu_signature']}\n{results['chrf_signature']}")
+    print(
+        f"BLEU {results['bleu']}  chrF {results['chrf']}  (validation BLEU {results['validation']['bleu']}); "
+        f"length ratio {results['length_ratio']}, outputs with a repeated 4-gram "
+        f"{100 * results['repeated_4gram_share']:.1f}%\n{results['bleu_signature']}\n{results['chrf_signature']}"
+    )
     for example in results["examples"][:3]:
         print(f"\n  source:      {example['source']}\n  reference:   {example['reference']}\n"
               f"  translation: {example['translation']}")  # fmt: skip

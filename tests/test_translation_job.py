@@ -18,7 +18,7 @@ from vaswani.scripts import recipe, train_translation
 
 TINY_RUN = ["--preset", "tiny", "--max-train-pairs", "300", "--max-eval-pairs", "8", "--vocab-size", "400",
             "--save-steps", "4", "--eval-steps", "6", "--max-tokens", "600", "--warmup-steps", "10",
-            "--average-checkpoints", "3"]  # fmt: skip
+            "--average-checkpoints", "3", "--average-span", "0.5"]  # fmt: skip
 
 
 def run_job(output_dir: Path, *extra: str) -> dict:
@@ -99,11 +99,29 @@ def test_parse_duration(text, seconds):
 def test_time_budget_stops_training():
     budget = recipe.TimeBudget(0.05)
     control = TrainerControl()
-    budget.on_train_begin(None, None, control)
-    assert not budget.on_step_end(None, SimpleNamespace(global_step=1), control).should_training_stop
+    budget.on_train_begin(None, SimpleNamespace(global_step=0, max_steps=551_000), control)
+    assert not budget.on_step_end(None, SimpleNamespace(global_step=1, max_steps=551_000), control).should_training_stop
     time.sleep(0.06)
-    control = budget.on_step_end(None, SimpleNamespace(global_step=2), control)
+    control = budget.on_step_end(None, SimpleNamespace(global_step=2, max_steps=551_000), control)
     assert control.should_training_stop and control.should_save
+
+
+def saves(budget: recipe.TimeBudget, steps: range, max_steps: int) -> list[int]:
+    """The steps at which `budget` asks Trainer to save, over `steps` of a run of `max_steps`."""
+    budget.on_train_begin(None, SimpleNamespace(global_step=steps.start - 1, max_steps=max_steps), None)
+    found = []
+    for step in steps:
+        control = TrainerControl()
+        if budget.on_step_end(None, SimpleNamespace(global_step=step, max_steps=max_steps), control).should_save:
+            found.append(step)
+    return found
+
+
+def test_averaged_checkpoints_are_placed_over_the_last_part_of_training():
+    assert saves(recipe.TimeBudget(3600, average=5, average_span=0.1), range(1, 201), 200) == [180, 185, 190, 195, 200]
+    assert saves(recipe.TimeBudget(3600, average=3, average_span=0.5), range(1, 13), 12) == [6, 9, 12]
+    # A resumed run (from step 186) saves only the points still ahead, exactly where an uninterrupted run does.
+    assert saves(recipe.TimeBudget(3600, average=5, average_span=0.1), range(187, 201), 200) == [190, 195, 200]
 
 
 def test_the_default_split_is_by_whole_books():
@@ -121,7 +139,7 @@ def test_tiny_end_to_end_run(tiny_job):
     assert saved["bleu"] == results["bleu"] and 0 <= saved["bleu"] <= 100 and saved["chrf"] > 0
     assert saved["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert saved["steps"] == 12 and saved["test_sentences"] == 8 and len(saved["examples"]) == 5
-    assert saved["averaged_checkpoints"] == ["checkpoint-4", "checkpoint-8", "checkpoint-12"]
+    assert saved["averaged_checkpoints"] == ["checkpoint-6", "checkpoint-9", "checkpoint-12"]
     for picture in ("curves.png", "attention/encoder_attention.png", "attention/decoder_attention.png",
                     "attention/cross_attention.png"):  # fmt: skip
         assert (final / picture).stat().st_size > 5000
