@@ -18,9 +18,12 @@ LOSS_BLOCK_LOGITS = 64 * 37000  # 9 MB of float32 logits per block: 64 rows of t
 
 
 class FusedCrossEntropy(torch.autograd.Function):
-    """Token cross-entropy from logits, summed over non-ignored targets and divided by `divisor`.
+    """Token cross-entropy from logits, summed over non-ignored targets and divided by `divisor`, with label
+    smoothing `epsilon` (Section 5.4): the target distribution puts 1 - epsilon on the target and epsilon spread
+    uniformly over the vocabulary.
 
-    The same value and gradient as `F.cross_entropy(..., reduction="sum") / divisor` (to float rounding), with less
+    The same value and gradient as `F.cross_entropy(..., reduction="sum", label_smoothing=epsilon) / divisor` and
+    as Trainer's `LabelSmoother` (to float rounding), with less
     memory traffic: it keeps no (N, V) log-softmax for the backward pass (only the log-sum-exp per row, computed
     by blocks of rows), and the backward pass writes softmax - one_hot into one fresh (N, V) buffer, where
     log_softmax + nll_loss allocate and zero-fill several. With a 37k vocabulary that is most of the loss's cost in
@@ -28,7 +31,7 @@ class FusedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, divisor: torch.Tensor):
+    def forward(ctx, logits, targets, ignore_index: int, divisor: torch.Tensor, epsilon: float = 0.0):
         valid = targets != ignore_index  # (N,)
         safe_targets = targets.masked_fill(~valid, 0)
         # torch.logsumexp makes an (N, V) temporary; by blocks of rows it stays small and in cache (2.4x faster)
@@ -36,24 +39,42 @@ class FusedCrossEntropy(torch.autograd.Function):
         lse = torch.cat([torch.logsumexp(block, dim=-1) for block in logits.split(rows)])  # (N,)
         picked = logits.gather(1, safe_targets[:, None]).squeeze(1)  # (N,)
         ctx.save_for_backward(logits, lse, safe_targets, valid, divisor)
-        return ((lse - picked) * valid).sum() / divisor
+        ctx.epsilon = epsilon
+        # -log p(target) = lse - x_target; the uniform part: -mean_j log p_j = lse - mean_j x_j
+        target_term = picked if epsilon == 0 else (1 - epsilon) * picked + epsilon * logits.mean(dim=-1)
+        return ((lse - target_term) * valid).sum() / divisor
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         logits, lse, targets, valid, divisor = ctx.saved_tensors
+        epsilon = ctx.epsilon
         grad = torch.sub(logits, lse[:, None]).exp_()  # softmax, (N, V)
-        grad.scatter_add_(1, targets[:, None], torch.full_like(lse[:, None], -1.0))  # minus the one-hot target
+        if epsilon:
+            grad.sub_(epsilon / logits.shape[1])  # minus the uniform part of the smoothed target
+        grad.scatter_add_(1, targets[:, None], torch.full_like(lse[:, None], epsilon - 1.0))  # and its target part
         grad.mul_((valid * (grad_output / divisor))[:, None].to(grad.dtype))  # ignored rows get no gradient
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None, label_smoothing: float = 0.0):
     """Mean token cross-entropy over labels != -100, or the sum divided by `num_items_in_batch` when Trainer passes
-    it (so that gradient accumulation equals one large batch), as transformers' `fixed_cross_entropy`."""
+    it (so that gradient accumulation equals one large batch), as transformers' `fixed_cross_entropy`; with
+    `label_smoothing` epsilon, the loss against the smoothed target of Section 5.4, as Trainer's `LabelSmoother`."""
     logits = logits.float().reshape(-1, logits.shape[-1])  # (N, V); a no-op in fp32
     labels = labels.to(logits.device).reshape(-1)  # (N,)
     if num_items_in_batch is None:
         divisor = (labels != -100).sum().clamp(min=1)
     else:
         divisor = torch.as_tensor(num_items_in_batch, device=logits.device)
-    return FusedCrossEntropy.apply(logits, labels, -100, divisor.to(logits.dtype))
+    return FusedCrossEntropy.apply(logits, labels, -100, divisor.to(logits.dtype), label_smoothing)
+
+
+def label_smoothed_loss(epsilon: float):
+    """A `compute_loss_func` for transformers' Trainer: the fused cross-entropy with label smoothing `epsilon`, the
+    same loss as Trainer's `label_smoothing_factor` (its `LabelSmoother`) without the (N, V) log-softmax it keeps.
+    `Seq2SeqTrainer(..., compute_loss_func=label_smoothed_loss(0.1))`."""
+
+    def compute_loss(outputs, labels, num_items_in_batch=None):
+        return cross_entropy(outputs.logits, labels, num_items_in_batch, label_smoothing=epsilon)
+
+    return compute_loss

@@ -1,38 +1,124 @@
 """Side-by-side: vaswani vs transformers' MarianMTModel configured to the identical architecture, trained with the
-same data, tokenizer, recipe and time budget, evaluated the same way. Prints both scores.
+same data, tokenizer, recipe and time budget, evaluated the same way, over several seeds. Prints one table of every
+run and the medians.
 
-    python -m vaswani.scripts.compare_marian                  # two default runs: about 2 x 20 minutes on 2 CPU cores
-    python -m vaswani.scripts.compare_marian --time-budget 5m --output-dir runs/compare
+    python -m vaswani.scripts.compare_marian                          # 2 seeds each: about 4 x 19 minutes on 2 cores
+    python -m vaswani.scripts.compare_marian --time-budget 5m --seeds 0 --output-dir runs/compare
+    python -m vaswani.scripts.compare_marian --update-readme README.md # and write the table into the README
 
-Any option of `vaswani.scripts.train_translation` passes through. The tokenizer is trained once (by the first run)
-and reused by the second, so both see identical token ids.
+Any option of `vaswani.scripts.train_translation` passes through. The runs alternate (vaswani seed 0, Marian seed 0,
+vaswani seed 1, ...), so that a machine whose speed drifts slows both alike. The tokenizer is trained once, by the
+first run, and reused by all, so every run sees identical token ids. `--update-readme` replaces the table between
+the markers `<!-- compare_marian -->` and `<!-- /compare_marian -->`.
 """
 
 import argparse
 import json
+import platform
+import re
+import shlex
+import statistics
+import sys
+import time
 from pathlib import Path
 
+import torch
+import transformers
+
+import vaswani
 from vaswani.scripts import train_translation
+
+MODELS = ("vaswani", "marian")
+START, END = "<!-- compare_marian -->", "<!-- /compare_marian -->"
+
+
+def machine() -> str:
+    """The CPU (or GPU) this ran on, in words, for the table's caption."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), platform.processor() or platform.machine())  # fmt: skip
+    return f"{torch.get_num_threads()} threads of an {name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def summary(runs: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """Per model, the median over its runs of each figure of the table."""
+    figures = ("bleu", "chrf", "validation_bleu", "steps", "steps_per_second", "length_ratio", "repeated_4gram_share")
+    return {model: {key: statistics.median(run[key] for run in results) for key in figures}
+            for model, results in runs.items()}  # fmt: skip
+
+
+def row(name: str, seed: str, r: dict) -> str:
+    return (f"| {name} | {seed} | {r['steps']:,.0f} | {r['steps_per_second']:.2f} | {r['bleu']:.2f} | {r['chrf']:.2f} "
+            f"| {r['validation_bleu']:.2f} | {r['length_ratio']:.3f} | {100 * r['repeated_4gram_share']:.1f}% |")  # fmt: skip
+
+
+def table(runs: dict[str, list[dict]], medians: dict, caption: str) -> str:
+    lines = [caption, "",
+             "| model | seed | steps | steps/s | test BLEU | test chrF | validation BLEU | length ratio "
+             "| outputs with a 4-gram 3 times |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for model, results in runs.items():
+        lines += [row(model, str(r["recipe"]["seed"]), r) for r in results]
+    lines += [row(f"**{model}, median**", "", medians[model]) for model in runs]
+    v, m = medians["vaswani"], medians["marian"]
+    lines += ["", f"vaswani - Marian, medians: {v['bleu'] - m['bleu']:+.2f} test BLEU; vaswani takes "
+                  f"{v['steps'] / m['steps']:.2f}x Marian's steps."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, text: str) -> None:
+    """Replaces what lies between the markers in `path` with `text`; a README without them raises SystemExit."""
+    readme = path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(readme):
+        raise SystemExit(f"error: --update-readme: {path} has no {START} ... {END} markers to replace.")
+    path.write_text(pattern.sub(lambda _: f"{START}\n{text}\n{END}", readme), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of each model (default: 0 1)")
+    parser.add_argument("--update-readme", type=Path, help="write the table between the README's markers")
     args, passthrough = parser.parse_known_args(argv)
-    for flag in ("--model-type", "--tokenizer"):
+    for flag in ("--model-type", "--tokenizer", "--seed", "--model-name-or-path"):
         if flag in passthrough:
             parser.error(f"{flag} is set by the comparison itself")
-    results = {}
-    for model_type in ("vaswani", "marian"):
-        run_args = [*passthrough, "--model-type", model_type, "--output-dir", str(args.output_dir / model_type)]
-        if model_type == "marian":  # the same vocabulary, token for token
-            run_args += ["--tokenizer", str(args.output_dir / "vaswani" / "tokenizer")]
-        results[model_type] = train_translation.run(train_translation.parse_args(run_args))
-    rows = [f"| {name} | {r['bleu']} | {r['chrf']} | {r['steps']} | {r['parameters'] / 1e6:.2f}M |"
-            for name, r in results.items()]  # fmt: skip
-    table = "\n".join(["| model | BLEU | chrF | steps | parameters |", "| --- | --- | --- | --- | --- |", *rows])
-    (args.output_dir / "comparison.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-    print(f"\n{table}\n\n{results['vaswani']['bleu_signature']}\n{results['vaswani']['chrf_signature']}")
+    if args.update_readme and START not in args.update_readme.read_text(encoding="utf-8"):
+        parser.error(f"--update-readme: {args.update_readme} has no {START} ... {END} markers")  # before any work
+    train_translation.parse_args(passthrough)  # a bad option fails now, not after the first run
+    runs: dict[str, list[dict]] = {model: [] for model in MODELS}
+    tokenizer = args.output_dir / "tokenizer"
+    for seed in args.seeds:
+        for model in MODELS:  # alternating, so that a drifting machine slows both alike
+            out = args.output_dir / f"{model}-seed{seed}"
+            run_args = [*passthrough, "--model-type", model, "--seed", str(seed), "--output-dir", str(out)]
+            if tokenizer.is_dir():  # the first run trains it; every later run reads the same vocabulary
+                run_args += ["--tokenizer", str(tokenizer)]
+            start = time.monotonic()
+            result = train_translation.run(train_translation.parse_args(run_args))
+            if not tokenizer.is_dir():
+                (out / "tokenizer").rename(tokenizer)
+            result["steps_per_second"] = result["steps"] / (result["train_minutes"] * 60)
+            result["validation_bleu"] = result["validation"]["bleu"]
+            result["job_minutes"] = round((time.monotonic() - start) / 60, 1)
+            runs[model].append(result)
+    medians = summary(runs)
+    command = shlex.join(
+        ["python", "-m", "vaswani.scripts.compare_marian", *(argv if argv is not None else sys.argv[1:])]
+    )
+    caption = (f"Measured on {time.strftime('%Y-%m-%d')} on {machine()}; torch {torch.__version__}, transformers "
+               f"{transformers.__version__}, vaswani {vaswani.__version__}; runs alternating, back to back; "
+               f"`{command}`.")  # fmt: skip
+    text = table(runs, medians, caption)
+    (args.output_dir / "comparison.json").write_text(
+        json.dumps({"runs": runs, "medians": medians, "caption": caption}, indent=2, ensure_ascii=False)
+    )
+    (args.output_dir / "comparison.md").write_text(text + "\n", encoding="utf-8")
+    print(f"\n{text}\n\n{runs['vaswani'][0]['bleu_signature']}\n{runs['vaswani'][0]['chrf_signature']}")
+    if args.update_readme:
+        update_readme(args.update_readme, text)
+        print(f"\nWrote the table into {args.update_readme}.")
 
 
 if __name__ == "__main__":

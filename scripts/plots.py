@@ -7,6 +7,7 @@ for one sentence (translated by the checkpoint itself), one PNG per kind.
 """
 
 import argparse
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -62,8 +63,15 @@ def attention_maps(model, tokenizer, sentence: str, max_new_tokens: int = 60):
     return out, [t.replace("Ġ", "▁") for t in source], [t.replace("Ġ", "▁") for t in target], generated
 
 
+def panel_size(queries: int, keys: int) -> tuple[float, float]:
+    """Inches (width, height) of one heatmap of `queries` x `keys` tokens: a fixed size per token, so that cells
+    stay square and labels readable however long the sentence is (a long output is tall, a long input wide)."""
+    inches_per_token = 0.17
+    return max(1.6, inches_per_token * keys + 0.6), max(1.6, inches_per_token * queries + 0.5)
+
+
 def plot_attention(model, tokenizer, sentence: str, output_dir: Path) -> list[Path]:
-    """One PNG per attention kind: a grid of layers (rows) x heads (columns)."""
+    """One PNG per attention kind: a grid of layers (rows) x heads (columns), each panel sized from its tokens."""
     out, source, target, _ = attention_maps(model, tokenizer, sentence)
     labels = {"encoder_attentions": (source, source), "decoder_attentions": (target, target),
               "cross_attentions": (target, source)}  # fmt: skip
@@ -73,8 +81,10 @@ def plot_attention(model, tokenizer, sentence: str, output_dir: Path) -> list[Pa
         layers = getattr(out, kind)  # per layer: (1, h, queries, keys)
         rows, cols = len(layers), layers[0].shape[1]
         queries, keys = labels[kind]
-        size = max(2.2, 0.18 * max(len(queries), len(keys)))
-        figure, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+        width, height = panel_size(len(queries), len(keys))
+        # constrained layout keeps the title above the panels and the labels out of each other's way
+        figure, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.8), squeeze=False,
+                                    layout="constrained")  # fmt: skip
         for layer, weights in enumerate(layers):
             for head in range(cols):
                 ax = axes[layer][head]
@@ -82,8 +92,10 @@ def plot_attention(model, tokenizer, sentence: str, output_dir: Path) -> list[Pa
                 ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=8)
                 ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=6)
                 ax.set_yticks(range(len(queries)), queries, fontsize=6)
-        figure.suptitle(f"{title}: {sentence!r}")
-        figure.tight_layout()
+                if head:  # the rows share their labels: only the first panel of a row repeats them
+                    ax.set_yticklabels([])
+        wrapped = textwrap.fill(f"{title}: {sentence!r}", width=max(40, int(12 * width * cols)))
+        figure.suptitle(wrapped, fontsize=10)
         path = output_dir / f"{kind.removesuffix('s')}.png"  # encoder_attention.png, ...
         figure.savefig(path, dpi=100)
         plt.close(figure)

@@ -179,6 +179,26 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
     return {name: (tensor / len(paths)).float() for name, tensor in total.items()}
 
 
+def check_model_location(name: str) -> str:
+    """`name` if it is a folder or could be a Hub id ("owner/name"); otherwise a ValueError saying it is neither
+    (transformers would say "Repo id must be in the form 'repo_name'..." of a mistyped folder)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if Path(name).is_dir():
+        return name
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ValueError(
+            f"{name} is neither a folder nor a Hub id (owner/name): give the folder of a saved model and its "
+            "tokenizer, e.g. runs/en-de/model."
+        ) from None
+    if Path(name).exists():
+        raise ValueError(f"{name} is a file: give the folder that holds the model and its tokenizer.")
+    return name
+
+
 def length_batches(sentences: list[str], batch_size: int) -> list[list[int]]:
     """Indices of `sentences` in batches of `batch_size`, shortest first, so that a batch holds similar lengths
     (little padding, and an output bound of input + 50 close to each sentence's own)."""

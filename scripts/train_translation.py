@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     DataCollatorForSeq2Seq,
@@ -48,14 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--max-train-pairs", type=int, help="use only the first N training pairs")
     data.add_argument("--max-eval-pairs", type=int, help="use only the first N validation and test pairs")
     model = p.add_argument_group("model and tokenizer")
-    model.add_argument("--preset", default="small", choices=sorted(vaswani.PRESETS), help="size (default: small)")
+    model.add_argument(
+        "--model-name-or-path",
+        help="fine-tune this checkpoint (a folder, a Hub id, or a converted OPUS-MT model) with its own tokenizer "
+        "instead of training a new model from scratch",
+    )
+    model.add_argument("--preset", choices=sorted(vaswani.PRESETS), help="size of a new model (default: small)")
     model.add_argument(
         "--model-type",
-        default="vaswani",
         choices=["vaswani", "marian"],
         help="marian: transformers' MarianMTModel with the identical architecture, for comparison",
     )
-    model.add_argument("--vocab-size", type=int, default=8000, help="joint BPE vocabulary size (default: 8000)")
+    model.add_argument("--vocab-size", type=int, help="joint BPE vocabulary size of a new tokenizer (default: 8000)")
     model.add_argument("--tokenizer", help="use this trained tokenizer instead of training one")
     r = p.add_argument_group("the paper's recipe (Section 5)")
     r.add_argument(
@@ -132,6 +137,22 @@ def check_args(args: argparse.Namespace) -> float:
         raise SystemExit("error: --max-steps must be at least 1.")
     if args.resume and not recipe.checkpoints_in(args.output_dir):
         raise SystemExit(f"error: --resume: no checkpoint-* folder in {args.output_dir} to resume from.")
+    if args.model_name_or_path:
+        # The checkpoint decides its size, vocabulary and class: say so rather than ignore a flag.
+        clashing = [
+            f"--{name.replace('_', '-')}" for name in ("preset", "vocab_size", "model_type") if getattr(args, name)
+        ]
+        if clashing:
+            raise SystemExit(f"error: {', '.join(clashing)}: the checkpoint given by --model-name-or-path decides "
+                             "these; leave them out to fine-tune it.")  # fmt: skip
+        try:
+            recipe.check_model_location(args.model_name_or_path)
+            args.d_model = AutoConfig.from_pretrained(args.model_name_or_path).d_model
+        except (ValueError, OSError) as error:
+            raise SystemExit(f"error: --model-name-or-path {args.model_name_or_path}: {error}") from None
+    args.preset = args.preset or (None if args.model_name_or_path else "small")
+    args.vocab_size = args.vocab_size or 8000
+    args.model_type = args.model_type or "vaswani"
     given = [args.train_file, args.validation_file, args.test_file]
     if any(given) and not all(given):
         raise SystemExit("error: with your own data, give --train-file, --validation-file and --test-file.")
@@ -156,8 +177,8 @@ def load_tokenizer(args, data: corpus.ParallelCorpus, training_args) -> vaswani.
     """Trains the joint vocabulary on the training pairs (main process first; the others load it)."""
     saved = args.output_dir / "tokenizer"
     with training_args.main_process_first(desc="tokenizer"):
-        if args.tokenizer:
-            return AutoTokenizer.from_pretrained(args.tokenizer)
+        if args.tokenizer or args.model_name_or_path:  # a fine-tuned model keeps its own vocabulary
+            return AutoTokenizer.from_pretrained(args.tokenizer or args.model_name_or_path)
         if saved.is_dir():  # a resumed run, or another process already trained it
             return AutoTokenizer.from_pretrained(saved)
         texts = chain.from_iterable(data.train)
@@ -167,6 +188,12 @@ def load_tokenizer(args, data: corpus.ParallelCorpus, training_args) -> vaswani.
 
 
 def build_model(args, tokenizer):
+    if args.model_name_or_path:
+        model = AutoModelForSeq2SeqLM.from_pretrained(args.model_name_or_path)
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            raise SystemExit(f"error: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary only "
+                             f"{model.get_input_embeddings().num_embeddings}: give the model's own tokenizer.")  # fmt: skip
+        return model
     preset = dict(vaswani.PRESETS[args.preset], vocab_size=len(tokenizer))
     if args.model_type == "vaswani":
         return AutoModelForSeq2SeqLM.from_config(vaswani.VaswaniConfig(**preset))
@@ -178,6 +205,17 @@ def build_model(args, tokenizer):
     # max_position_embeddings 1024: Marian's table is a hard length limit; ours is not.
     config = vaswani.VaswaniConfig(**{**preset, "max_position_embeddings": 1024})
     return MarianMTModel(marian_config_from(config))
+
+
+def smoothed_loss(model, epsilon: float):
+    """vaswani's fused label-smoothed loss as Trainer's `compute_loss_func`: the value and gradient of Trainer's
+    `label_smoothing_factor`, without the (N, V) log-softmax it keeps (docs/performance.md). Other models (the
+    MarianMTModel comparison) keep Trainer's own."""
+    if model.config.model_type != "vaswani" or not epsilon:
+        return None
+    from vaswani.modeling.kernels_vaswani import label_smoothed_loss
+
+    return label_smoothed_loss(epsilon)
 
 
 def tokenize(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
@@ -248,7 +286,8 @@ def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict, 
         **recipe.score(hypotheses, references), "test_sentences": len(sources), "corpus": data.description,
         "validation": {key: validation[key] for key in ("bleu", "chrf", "length_ratio", "repeated_4gram_share")},
         "beam": args.beam, "length_penalty": args.length_penalty, "max_output_length": "input + 50",
-        "model_type": args.model_type, "preset": args.preset, "parameters": model.num_parameters(only_trainable=True),
+        "model_type": model.config.model_type, "preset": args.preset,
+        "fine_tuned_from": args.model_name_or_path, "parameters": model.num_parameters(only_trainable=True),
         "source_language": args.source, "target_language": args.target, "dataset": dataset_id(args),
         "recipe": {"max_tokens_per_side": args.max_tokens, "warmup_steps": args.warmup_steps,
                    "peak_learning_rate": peak, "adam_betas": [args.adam_beta1, args.adam_beta2],
@@ -271,7 +310,7 @@ def run(args: argparse.Namespace) -> dict | None:
                 len(data.validation), len(data.test))  # fmt: skip
     args.output_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(args.output_dir / "tensorboard"))
-    d_model = vaswani.PRESETS[args.preset]["d_model"]
+    d_model = getattr(args, "d_model", None) or vaswani.PRESETS[args.preset]["d_model"]  # the schedule's scale, §5.3
     peak = args.peak_learning_rate or recipe.paper_learning_rate(PAPER_WARMUP_STEPS, d_model, PAPER_WARMUP_STEPS)
     training_args = training_arguments(args, peak)
     logger.info("Processes: %d (%s)", training_args.world_size, training_args.parallel_mode.value)
@@ -288,6 +327,7 @@ def run(args: argparse.Namespace) -> dict | None:
     trainer = recipe.TokenBudgetTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), callbacks=[time_budget],
+        compute_loss_func=smoothed_loss(model, args.label_smoothing),
         batch_sampler=sampler, d_model=d_model, warmup_steps=args.warmup_steps,
     )  # fmt: skip
     trainer.remove_callback(ProgressCallback)  # counted epochs x batches: 551,000 steps for a 15-minute run
@@ -306,7 +346,7 @@ def run(args: argparse.Namespace) -> dict | None:
     results = evaluate_and_report(model.eval(), tokenizer, data, args, final, extra, peak)
     note = f"final model: validation BLEU {results['validation']['bleu']}, test BLEU {results['bleu']}"
     plots.plot_curves(trainer.state.log_history, final / "curves.png", note)
-    if args.model_type == "vaswani":
+    if model.config.model_type == "vaswani":  # the pictures read vaswani's attention weights
         plots.plot_attention(model, tokenizer, args.sample, final / "attention")
     return results
 

@@ -2,6 +2,8 @@
 
 python -m vaswani.scripts.translate runs/en-de/model "The house is small." "I love you."
 cat sentences.txt | python -m vaswani.scripts.translate runs/en-de/model --beam 4 --length-penalty 0.6
+
+One output line per input line; blank lines stay blank.
 """
 
 import argparse
@@ -11,7 +13,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vaswani  # noqa: F401  (registers the Auto classes)
-from vaswani.scripts.recipe import translate
+from vaswani.scripts.recipe import check_model_location, translate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,6 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.beam < 1:
         parser.error("--beam must be at least 1")
+    try:
+        check_model_location(args.checkpoint)
+    except ValueError as error:
+        parser.error(str(error))
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
     if not sentences:
         parser.error("no sentences given (as arguments or on stdin)")
@@ -35,10 +41,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"cannot load a model and tokenizer from {args.checkpoint}: {error}")
     if torch.cuda.is_available():
         model = model.cuda()
-    translations = translate(model, tokenizer, sentences, num_beams=args.beam, length_penalty=args.length_penalty,
-                             batch_size=args.batch_size, progress=len(sentences) > args.batch_size)  # fmt: skip
-    for translation in translations:
-        print(translation)
+    # A blank line stays a blank line, so that the output lines up with the input (translated, it came out as "Und").
+    texts = [sentence for sentence in sentences if sentence.strip()]
+    translations = iter(translate(model, tokenizer, texts, num_beams=args.beam, length_penalty=args.length_penalty,
+                                  batch_size=args.batch_size, progress=len(texts) > args.batch_size))  # fmt: skip
+    for sentence in sentences:
+        print(next(translations) if sentence.strip() else "")
 
 
 if __name__ == "__main__":

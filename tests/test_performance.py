@@ -2,6 +2,8 @@
 built once per generation, a compiled model never computes with an old copy of a weight, and the benchmark script
 runs end to end. (Speed itself is measured by scripts/benchmark.py, not here.)"""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -44,26 +46,44 @@ def test_cross_attention_mask_is_built_once_per_generation(monkeypatch):
     torch.testing.assert_close(step.logits[:, -1], uncached.logits[:, -1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("block_logits", [None, 4 * 40])  # one block; blocks of 4 rows, the last one partial
 @pytest.mark.parametrize("num_items_in_batch", [None, 9])
-def test_fused_cross_entropy_matches_torch(monkeypatch, num_items_in_batch, block_logits):
+def test_fused_cross_entropy_matches_torch(monkeypatch, num_items_in_batch, block_logits, label_smoothing):
     if block_logits:
         monkeypatch.setattr(kernels_vaswani, "LOSS_BLOCK_LOGITS", block_logits)
     torch.manual_seed(0)
     logits = torch.randn(3, 5, 40, requires_grad=True)
     labels = torch.randint(0, 40, (3, 5))
     labels[0, 3:] = -100
-    loss = cross_entropy(logits, labels, num_items_in_batch)
+    loss = cross_entropy(logits, labels, num_items_in_batch, label_smoothing=label_smoothing)
     (grad,) = torch.autograd.grad(loss, logits)
     flat_logits, flat_labels = logits.view(-1, 40), labels.view(-1)
+    smoothing = dict(ignore_index=-100, label_smoothing=label_smoothing)
     if num_items_in_batch is None:
-        reference = F.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
+        reference = F.cross_entropy(flat_logits, flat_labels, **smoothing)
     else:
-        reference = F.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="sum") / num_items_in_batch
+        reference = F.cross_entropy(flat_logits, flat_labels, reduction="sum", **smoothing) / num_items_in_batch
     (reference_grad,) = torch.autograd.grad(reference, logits)
     torch.testing.assert_close(loss, reference)
     torch.testing.assert_close(grad, reference_grad)
     assert torch.all(grad[0, 3:] == 0)  # ignored positions get no gradient
+
+
+def test_label_smoothed_loss_is_trainers_label_smoother():
+    """The job's compute_loss_func gives the loss and gradient of Seq2SeqTrainer's label_smoothing_factor."""
+    from transformers.trainer_pt_utils import LabelSmoother
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 30, requires_grad=True)
+    labels = torch.randint(0, 30, (2, 6))
+    labels[1, 4:] = -100
+    outputs = SimpleNamespace(logits=logits)
+    for num_items_in_batch in (None, torch.tensor(7)):
+        ours = kernels_vaswani.label_smoothed_loss(0.1)(outputs, labels, num_items_in_batch=num_items_in_batch)
+        trainers = LabelSmoother(epsilon=0.1)({"logits": logits}, labels, num_items_in_batch=num_items_in_batch)
+        torch.testing.assert_close(ours, trainers)
+        torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(trainers, logits)[0])
 
 
 def test_all_ignored_labels_give_zero_loss_not_nan():

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import subprocess
@@ -171,6 +172,28 @@ def test_checkpoint_reloads_and_translates(tiny_job, capsys):
     assert len(lines) == 2 and lines[0] == first["translation"]
 
 
+def test_translate_keeps_the_lines_of_its_input(tiny_job, capsys, monkeypatch):
+    output_dir, results = tiny_job
+    from vaswani.scripts import translate
+
+    first = results["examples"][0]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{first['source']}\n\n   \n{first['source']}\n"))
+    translate.main([str(output_dir / "model")])
+    assert capsys.readouterr().out.split("\n") == [first["translation"], "", "", first["translation"], ""]
+
+
+@pytest.mark.parametrize("where", ["runs/en-de/no-such/model", "./missing", "{tmp}/file.txt"])
+def test_translate_names_a_path_that_is_neither_a_folder_nor_a_hub_id(where, tmp_path, capsys):
+    from vaswani.scripts import translate
+
+    (tmp_path / "file.txt").write_text("x")
+    where = where.format(tmp=tmp_path)
+    with pytest.raises(SystemExit):
+        translate.main([where, "The house is small."])
+    error = capsys.readouterr().err
+    assert where in error and ("neither a folder nor a Hub id" in error or "is a file" in error), error
+
+
 def test_trained_model_beam_search_is_the_same_with_and_without_the_cache(tiny_job):
     """On real text: the test books' first sentences, decoded with the paper's beam search by the trained model."""
     output_dir, _ = tiny_job
@@ -230,16 +253,37 @@ def test_bf16_autocast_run(tmp_path):
     assert state["global_step"] == 2
 
 
-def test_compare_marian_runs_both_and_prints_both_scores(tmp_path, capsys):
+def test_compare_marian_alternates_two_seeds_each_and_writes_the_median_table(tmp_path, capsys):
     from vaswani.scripts import compare_marian
 
-    compare_marian.main([*TINY_RUN, "--max-steps", "4", "--output-dir", str(tmp_path)])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Results\n{compare_marian.START}\nold rows\n{compare_marian.END}\nafter\n")
+    compare_marian.main(
+        [*TINY_RUN, "--max-steps", "4", "--output-dir", str(tmp_path / "c"), "--update-readme", str(readme)]
+    )
     out = capsys.readouterr().out
-    assert "| vaswani |" in out and "| marian |" in out
-    comparison = json.loads((tmp_path / "comparison.json").read_text())
-    assert comparison["vaswani"]["parameters"] == comparison["marian"]["parameters"]  # identical architecture
-    marian_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "marian" / "model")
-    assert len(marian_tokenizer) == len(AutoTokenizer.from_pretrained(tmp_path / "vaswani" / "model"))
+    comparison = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    runs, medians = comparison["runs"], comparison["medians"]
+    assert [r["recipe"]["seed"] for r in runs["vaswani"]] == [0, 1] == [r["recipe"]["seed"] for r in runs["marian"]]
+    assert runs["vaswani"][0]["model_type"] == "vaswani" and runs["marian"][0]["model_type"] == "marian"
+    assert runs["vaswani"][0]["parameters"] == runs["marian"][0]["parameters"]  # identical architecture
+    assert medians["vaswani"]["bleu"] == (runs["vaswani"][0]["bleu"] + runs["vaswani"][1]["bleu"]) / 2
+    # every run read the one tokenizer the first run trained
+    vocabulary = AutoTokenizer.from_pretrained(tmp_path / "c" / "tokenizer").get_vocab()
+    for name in ("vaswani-seed0", "marian-seed0", "vaswani-seed1", "marian-seed1"):
+        assert AutoTokenizer.from_pretrained(tmp_path / "c" / name / "model").get_vocab() == vocabulary
+    written = readme.read_text()
+    assert "old rows" not in written and written.endswith(f"{compare_marian.END}\nafter\n")
+    assert "| **vaswani, median** |" in written and "| marian | 1 |" in written and "| **vaswani, median** |" in out
+
+
+def test_compare_marian_refuses_a_readme_without_markers_before_any_run(tmp_path):
+    from vaswani.scripts import compare_marian
+
+    (tmp_path / "README.md").write_text("# no markers\n")
+    with pytest.raises(SystemExit):
+        compare_marian.main(["--update-readme", str(tmp_path / "README.md"), "--output-dir", str(tmp_path / "c")])
+    assert not (tmp_path / "c").exists()
 
 
 def test_two_process_accelerate_run(tmp_path):
@@ -256,6 +300,35 @@ def test_two_process_accelerate_run(tmp_path):
     assert state["global_step"] == 4
     assert "BLEU" in result.stdout and (tmp_path / "run" / "model" / "eval_results.json").is_file()
     assert result.stderr.count("Processes: 2 (distributed)") == 2 and result.stdout.count("Plan:") == 2
+
+
+def test_fine_tuning_a_saved_model_on_a_tsv(tiny_job, tmp_path):
+    """--model-name-or-path: the job starts from a checkpoint with its own tokenizer instead of from scratch."""
+    start = tiny_job[0] / "model"
+    pairs = [("The house is small.", "Das Haus ist klein."), ("The world is big.", "Die Welt ist groß.")] * 20
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    output_dir = tmp_path / "tuned"
+    results = train_translation.run(train_translation.parse_args([
+        "--model-name-or-path", str(start), "--train-file", str(data), "--validation-file", str(data),
+        "--test-file", str(data), "--max-steps", "10", "--warmup-steps", "2", "--peak-learning-rate", "3e-3",
+        "--max-tokens", "200", "--average-checkpoints", "1", "--output-dir", str(output_dir)]))  # fmt: skip
+    assert results["fine_tuned_from"] == str(start) and results["steps"] == 10
+    assert not (output_dir / "tokenizer").exists()  # no new vocabulary was trained
+    before = AutoModelForSeq2SeqLM.from_pretrained(start)
+    after = AutoModelForSeq2SeqLM.from_pretrained(output_dir / "model")
+    assert (
+        AutoTokenizer.from_pretrained(output_dir / "model").get_vocab()
+        == AutoTokenizer.from_pretrained(start).get_vocab()
+    )
+    tokenizer = AutoTokenizer.from_pretrained(start)
+    batch = tokenizer(
+        [s for s, _ in pairs[:2]], text_target=[t for _, t in pairs[:2]], return_tensors="pt", padding=True
+    )
+    batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
+    with torch.no_grad():
+        loss_before, loss_after = before.eval()(**batch).loss, after.eval()(**batch).loss
+    assert loss_after < 0.8 * loss_before, (loss_before, loss_after)
 
 
 # --- bad input: a clear message before any work ----------------------------------------------------------------
@@ -281,6 +354,9 @@ def write(path: Path, text: str) -> Path:
                     "--validation-file", str(d / "a.en"), str(d / "a.de"), "--test-file", str(d / "a.en"),
                     str(d / "a.de")], r"a.en has 2 lines but .*a.de has 1"),
         (lambda d: ["--train-file", str(write(d / "ok.tsv", "a\tb\n"))], r"give --train-file, --validation-file"),
+        (lambda d: ["--model-name-or-path", str(d), "--preset", "base"],
+         r"--preset: the checkpoint given by --model-name-or-path decides"),
+        (lambda d: ["--model-name-or-path", str(d / "a" / "b" / "model")], r"neither a folder nor a Hub id"),
     ],
 )  # fmt: skip
 def test_bad_input_fails_before_any_work(tmp_path, make_args, message):
