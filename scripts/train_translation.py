@@ -85,6 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--adam-beta2", type=float, default=0.98)
     r.add_argument("--adam-epsilon", type=float, default=1e-9)
     r.add_argument("--label-smoothing", type=float, default=0.1)
+    r.add_argument(
+        "--dropout",
+        type=float,
+        help="P_drop of the model (Section 5.4; default: the preset's, 0.1 for small and base, or the checkpoint's)",
+    )
     r.add_argument("--average-checkpoints", type=int, default=5, help="average the last N checkpoints (paper: 5)")
     r.add_argument(
         "--average-span",
@@ -133,6 +138,8 @@ def check_args(args: argparse.Namespace) -> float:
         )
     if not 0 < args.average_span <= 1:
         raise SystemExit(f"error: --average-span {args.average_span}: give a share of training between 0 and 1.")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        raise SystemExit(f"error: --dropout {args.dropout}: give a probability from 0 up to 1 (not 1).")
     if args.max_steps is not None and args.max_steps < 1:
         raise SystemExit("error: --max-steps must be at least 1.")
     if args.resume and not recipe.checkpoints_in(args.output_dir):
@@ -188,13 +195,14 @@ def load_tokenizer(args, data: corpus.ParallelCorpus, training_args) -> vaswani.
 
 
 def build_model(args, tokenizer):
+    dropout = {} if args.dropout is None else {"dropout": args.dropout}  # the modules read P_drop when built
     if args.model_name_or_path:
-        model = AutoModelForSeq2SeqLM.from_pretrained(args.model_name_or_path)
+        model = AutoModelForSeq2SeqLM.from_pretrained(args.model_name_or_path, **dropout)
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             raise SystemExit(f"error: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary only "
                              f"{model.get_input_embeddings().num_embeddings}: give the model's own tokenizer.")  # fmt: skip
         return model
-    preset = dict(vaswani.PRESETS[args.preset], vocab_size=len(tokenizer))
+    preset = dict(vaswani.PRESETS[args.preset], vocab_size=len(tokenizer), **dropout)
     if args.model_type == "vaswani":
         return AutoModelForSeq2SeqLM.from_config(vaswani.VaswaniConfig(**preset))
     from transformers import MarianMTModel
@@ -292,7 +300,8 @@ def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict, 
         "recipe": {"max_tokens_per_side": args.max_tokens, "warmup_steps": args.warmup_steps,
                    "peak_learning_rate": peak, "adam_betas": [args.adam_beta1, args.adam_beta2],
                    "adam_epsilon": args.adam_epsilon, "label_smoothing": args.label_smoothing,
-                   "vocab_size": len(tokenizer), "seed": args.seed, "bf16": use_bf16(args)}, **extra,
+                   "dropout": model.config.dropout, "vocab_size": len(tokenizer), "seed": args.seed,
+                   "bf16": use_bf16(args)}, **extra,
         "examples": [{"source": s, "reference": r, "translation": h}
                      for s, r, h in list(zip(sources, references, hypotheses, strict=True))[:5]],
     }  # fmt: skip
@@ -313,7 +322,10 @@ def run(args: argparse.Namespace) -> dict | None:
     d_model = getattr(args, "d_model", None) or vaswani.PRESETS[args.preset]["d_model"]  # the schedule's scale, §5.3
     peak = args.peak_learning_rate or recipe.paper_learning_rate(PAPER_WARMUP_STEPS, d_model, PAPER_WARMUP_STEPS)
     training_args = training_arguments(args, peak)
-    logger.info("Processes: %d (%s)", training_args.world_size, training_args.parallel_mode.value)
+    precision = "bf16 autocast" if training_args.bf16 else "fp32"
+    if args.precision == "auto" and not training_args.bf16:
+        precision += " (no bf16 units here)"
+    logger.info("Processes: %d (%s); %s", training_args.world_size, training_args.parallel_mode.value, precision)
     tokenizer = load_tokenizer(args, data, training_args)
     train, validation = tokenize(tokenizer, data.train), tokenize(tokenizer, data.validation)
     sampler = corpus.TokenBatchSampler([len(f["input_ids"]) for f in train], [len(f["labels"]) for f in train],

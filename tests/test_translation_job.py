@@ -125,6 +125,21 @@ def test_averaged_checkpoints_are_placed_over_the_last_part_of_training():
     assert saves(recipe.TimeBudget(3600, average=5, average_span=0.1), range(187, 201), 200) == [190, 195, 200]
 
 
+def test_progress_bar_counts_against_the_budget_not_epochs(capsys):
+    budget = recipe.TimeBudget(3600)
+    bar = recipe.BudgetProgress(budget)
+    state = SimpleNamespace(global_step=0, max_steps=40, is_world_process_zero=True)  # --max-steps 40 ends it first
+    for callback in (budget, bar):
+        callback.on_train_begin(None, state, TrainerControl())
+    bar.on_log(None, state, TrainerControl(), logs={"loss": 4.25})
+    state.global_step = 10
+    budget.on_step_end(None, state, TrainerControl())
+    bar.on_step_end(None, state, TrainerControl())
+    assert bar.training_bar.n == 250  # a quarter of the run, in thousandths
+    bar.training_bar.refresh()
+    assert "25%" in capsys.readouterr().err and "step 10, loss 4.250" in str(bar.training_bar)
+
+
 def test_the_default_split_is_by_whole_books():
     data = corpus.load_bible("en", "de")
     assert (len(data.train), len(data.validation), len(data.test)) == (29713, 252, 1137)
