@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None) -> None:
             result = train_translation.run(train_translation.parse_args(run_args))
             if not tokenizer.is_dir():
                 (out / "tokenizer").rename(tokenizer)
-            result["steps_per_second"] = result["steps"] / (result["train_minutes"] * 60)
             result["validation_bleu"] = result["validation"]["bleu"]
             result["job_minutes"] = round((time.monotonic() - start) / 60, 1)
             runs[model].append(result)

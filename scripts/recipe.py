@@ -107,12 +107,12 @@ class TimeBudget(TrainerCallback):
     """
 
     def __init__(self, seconds: float, average: int = 5, average_span: float = 0.1):
-        self.seconds, self.start = seconds, None
+        self.seconds, self.start, self.start_step = seconds, None, 0
         spacing = average_span / max(average - 1, 1)
         self.save_points = [1.0 - spacing * k for k in range(max(average, 1))][::-1]  # e.g. 0.9, 0.925, ..., 1.0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.monotonic()
+        self.start, self.start_step = time.monotonic(), state.global_step
         self.saved = sum(point <= state.global_step / state.max_steps for point in self.save_points)  # on resume
 
     def progress(self, state) -> float:
