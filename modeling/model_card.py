@@ -138,6 +138,9 @@ def training_rows(results: dict) -> list[tuple[str, str]]:
         ("learning rate", "inverse square root (Section 5.3), {} warmup steps, peak {:.2e}".format(
             recipe["warmup_steps"], recipe["peak_learning_rate"]) if "warmup_steps" in recipe else None),
         ("label smoothing", recipe.get("label_smoothing")),
+        ("dropout", recipe.get("dropout")),
+        ("precision", ("bf16 autocast" if recipe["bf16"] else "fp32") if "bf16" in recipe else None),
+        ("fine-tuned from", results.get("fine_tuned_from")),
         ("tokenizer", f"byte-level BPE, {recipe['vocab_size']} tokens" if "vocab_size" in recipe else None),
     ]  # fmt: skip
     return [(name, value) for name, value in rows if value is not None]

@@ -388,6 +388,10 @@ def test_model_card_metadata_and_text(reference):
     assert "No deviation from the paper" in card.text
     plain = model_card(model, "me/x")
     assert "model-index" not in plain.data.to_dict() and "No scores recorded" in plain.text
+    tuned = model_card(model, "me/y", {"recipe": {"dropout": 0.0, "bf16": False, "label_smoothing": 0.1},
+                                       "fine_tuned_from": "me/vaswani-en-de"})  # fmt: skip
+    assert "| dropout | 0.0 |" in tuned.text and "| precision | fp32 |" in tuned.text
+    assert "| fine-tuned from | me/vaswani-en-de |" in tuned.text
 
 
 def test_pipelines_in_process(reference):
