@@ -66,13 +66,22 @@ def table(runs: dict[str, list[dict]], medians: dict, caption: str) -> str:
     return "\n".join(lines)
 
 
+MARKED = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
+
+
+def check_markers(path: Path) -> str:
+    """The text of `path`; a file without the markers raises SystemExit (checked before any run, and again
+    before writing)."""
+    readme = path.read_text(encoding="utf-8")
+    if not MARKED.search(readme):
+        raise SystemExit(f"error: --update-readme: {path} has no {START} ... {END} markers to replace.")
+    return readme
+
+
 def update_readme(path: Path, text: str) -> None:
     """Replaces what lies between the markers in `path` with `text`; a README without them raises SystemExit."""
-    readme = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(readme):
-        raise SystemExit(f"error: --update-readme: {path} has no {START} ... {END} markers to replace.")
-    path.write_text(pattern.sub(lambda _: f"{START}\n{text}\n{END}", readme), encoding="utf-8")
+    readme = check_markers(path)
+    path.write_text(MARKED.sub(lambda _: f"{START}\n{text}\n{END}", readme), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,8 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     for flag in ("--model-type", "--tokenizer", "--seed", "--model-name-or-path"):
         if flag in passthrough:
             parser.error(f"{flag} is set by the comparison itself")
-    if args.update_readme and START not in args.update_readme.read_text(encoding="utf-8"):
-        parser.error(f"--update-readme: {args.update_readme} has no {START} ... {END} markers")  # before any work
+    if args.update_readme:
+        check_markers(args.update_readme)  # before any work
     train_translation.parse_args(passthrough)  # a bad option fails now, not after the first run
     runs: dict[str, list[dict]] = {model: [] for model in MODELS}
     tokenizer = args.output_dir / "tokenizer"
