@@ -10,6 +10,11 @@ What is absorbed here, and since when:
   `model_kwargs["cache"]` and calls `forward(..., cache=...)`; output classes name the field `cache`; the mask
   helpers take `cache=` (the old keyword warns until 5.40). Before 5.24 all three said `past_key_values`. A forward
   that took only the old name silently received the new one in `**kwargs` and decoded every step without its past.
+- transformers 5.25 applies Hub kernels by default: `from_pretrained` without `use_kernels` kernelizes the model,
+  and raises `ValueError: Kernels are not available` where the `kernels` package (0.19.1-0.19.x) is missing (an
+  environment installed with `--no-deps` from a lock, or a registry without it). vaswani has no layer a Hub kernel
+  replaces, and its offline use must not fetch code at run time, so its `from_pretrained` passes `use_kernels=False`
+  unless the caller asks (`without_hub_kernels`). Before 5.25 the default was already False.
 
 This file imports only torch and transformers: it runs where vaswani is not installed.
 """
@@ -38,6 +43,20 @@ GENERATE_CACHE_NAME = "cache" if _takes(GenerationMixin.prepare_inputs_for_gener
 OUTPUT_CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
 # The keyword of `create_causal_mask` for the cache.
 MASK_CACHE_NAME = "cache" if _takes(create_causal_mask, "cache") else "past_key_values"
+
+# Releases whose `from_pretrained` takes `use_kernels` (5.x; `set_use_kernels` came with it).
+TAKES_USE_KERNELS = hasattr(transformers.PreTrainedModel, "set_use_kernels")
+
+
+def without_hub_kernels(kwargs: dict) -> dict:
+    """`from_pretrained`'s keyword arguments with Hub kernels off unless the caller chose (`use_kernels=True`).
+
+    transformers 5.25 reads an absent or None `use_kernels` as True (unless `USE_HUB_KERNELS` is off): it would
+    kernelize a model that has no kernel layers, and fail where `kernels` is not installed."""
+    if TAKES_USE_KERNELS and kwargs.get("use_kernels") is None:
+        kwargs = {**kwargs, "use_kernels": False}
+    return kwargs
+
 
 # What may arrive in a forward's `**kwargs` besides its declared arguments: transformers' output switches (read by
 # `capture_outputs`) and `use_cache`, which `merge_with_config_defaults` adds for the encoder, which keeps no cache.

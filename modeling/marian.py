@@ -24,6 +24,7 @@ import torch
 from transformers import AutoConfig, GenerationConfig, MarianConfig, MarianMTModel
 
 from vaswani.configuration import VaswaniConfig
+from vaswani.modeling.compat_vaswani import without_hub_kernels
 from vaswani.modeling.modeling_vaswani import VaswaniForConditionalGeneration, sinusoid_table
 
 ACTIVATIONS_FROM_MARIAN = {"relu": "relu", "gelu": "gelu", "swish": "silu", "silu": "silu"}
@@ -193,7 +194,8 @@ def load_marian(model_or_path, **kwargs) -> MarianMTModel:
         raise MarianConversionError(f"{model_or_path} is not a MarianMT checkpoint: {error}") from error
     if model_type != "marian":
         raise MarianConversionError(f"{model_or_path} is a {model_type!r} checkpoint, not MarianMT ('marian').")
-    return MarianMTModel.from_pretrained(model_or_path, **kwargs)
+    # Hub kernels off unless asked for, as for vaswani's own models (transformers 5.25 turns them on by default).
+    return MarianMTModel.from_pretrained(model_or_path, **without_hub_kernels(kwargs))
 
 
 def from_marian(model_or_path, **kwargs) -> VaswaniForConditionalGeneration:

@@ -45,6 +45,7 @@ from .compat_vaswani import (
     causal_mask,
     reject_unknown_kwargs,
     with_cache,
+    without_hub_kernels,
 )
 
 # The fused training loss: a sibling file, so that this one reads as the paper.
@@ -420,6 +421,12 @@ class VaswaniPreTrainedModel(PreTrainedModel):
         "AutoModel": "modeling_vaswani.VaswaniModel",
         "AutoModelForSeq2SeqLM": "modeling_vaswani.VaswaniForConditionalGeneration",
     }
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' `from_pretrained`, with Hub kernels off unless asked for (`use_kernels=True`): transformers
+        5.25 turns them on by default, and vaswani has no layer they replace (`compat_vaswani.without_hub_kernels`)."""
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **without_hub_kernels(kwargs))
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
