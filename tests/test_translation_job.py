@@ -268,6 +268,23 @@ def test_bf16_autocast_run(tmp_path):
     assert state["global_step"] == 2
 
 
+@pytest.mark.parametrize(("cuda", "cuda_bf16", "amx", "expected"), [
+    (False, False, False, False),  # AVX2 or AVX-512 BF16 alone: bf16 measured slower than fp32 (docs/training.md)
+    (False, False, True, True),  # AMX
+    (True, True, False, True),  # a CUDA GPU with bf16
+    (True, False, True, False),  # a CUDA GPU without bf16 decides, whatever the CPU
+])  # fmt: skip
+def test_precision_auto_chooses_bf16_only_where_it_trains_faster(monkeypatch, cuda, cuda_bf16, amx, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # not enough on its own
+    args = train_translation.parse_args([])
+    assert args.precision == "auto" and train_translation.use_bf16(args) is expected
+    for forced, bf16 in (("bf16", True), ("fp32", False)):
+        assert train_translation.use_bf16(train_translation.parse_args(["--precision", forced])) is bf16
+
+
 def test_compare_marian_alternates_two_seeds_each_and_writes_the_median_table(tmp_path, capsys):
     from vaswani.scripts import compare_marian
 
