@@ -253,7 +253,9 @@ def training_arguments(args, peak: float) -> Seq2SeqTrainingArguments:
     return Seq2SeqTrainingArguments(
         output_dir=str(args.output_dir), max_steps=args.max_steps or -1, num_train_epochs=1000,
         learning_rate=peak, adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_epsilon=args.adam_epsilon,
-        weight_decay=0.0, optim="adamw_torch", max_grad_norm=0.0, label_smoothing_factor=args.label_smoothing,
+        # Adam's fused kernel (transformers' own default since torch 2.8): one pass over each parameter instead of a
+        # dozen element-wise ops; 11-18% more steps/s on 2 cores, same losses (docs/training.md)
+        weight_decay=0.0, optim="adamw_torch_fused", max_grad_norm=0.0, label_smoothing_factor=args.label_smoothing,
         # Validation during training is the loss only (a second or two): decoding the validation books cost 20-35 s
         # every 250 steps, a tenth of a 15-minute budget. BLEU is measured once, on the final model.
         eval_strategy="steps", eval_steps=args.eval_steps, per_device_eval_batch_size=64,
