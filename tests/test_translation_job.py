@@ -162,6 +162,27 @@ def test_tiny_end_to_end_run(tiny_job):
     assert any((output_dir / "tensorboard").iterdir())
 
 
+@pytest.mark.parametrize("model_type", ["vaswani", "marian"])
+def test_layers_sets_the_depth_of_both_stacks(tiny_job, model_type):
+    output_dir, _ = tiny_job
+    tokenizer = AutoTokenizer.from_pretrained(output_dir / "model")
+    args = train_translation.parse_args([*TINY_RUN, "--model-type", model_type, "--layers", "3"])
+    train_translation.check_args(args)
+    model = train_translation.build_model(args, tokenizer)
+    encoder, decoder = model.get_encoder(), model.get_decoder()
+    assert len(encoder.layers) == len(decoder.layers) == 3  # the tiny preset has 2
+    assert model.config.encoder_layers == model.config.decoder_layers == 3
+
+
+def test_the_default_model_is_small_with_two_layers_and_a_named_preset_keeps_its_own():
+    default = train_translation.parse_args([])
+    train_translation.check_args(default)
+    assert (default.preset, default.layers) == ("small", 2)
+    named = train_translation.parse_args(["--preset", "small"])
+    train_translation.check_args(named)
+    assert (named.preset, named.layers) == ("small", None)  # the preset's 3+3
+
+
 def test_the_saved_model_is_the_checkpoint_average(tiny_job):
     output_dir, _ = tiny_job
     averaged = recipe.average_checkpoints(recipe.checkpoints_in(output_dir)[-3:])
@@ -388,6 +409,9 @@ def write(path: Path, text: str) -> Path:
         (lambda d: ["--train-file", str(write(d / "ok.tsv", "a\tb\n"))], r"give --train-file, --validation-file"),
         (lambda d: ["--model-name-or-path", str(d), "--preset", "base"],
          r"--preset: the checkpoint given by --model-name-or-path decides"),
+        (lambda d: ["--model-name-or-path", str(d), "--layers", "2"],
+         r"--layers: the checkpoint given by --model-name-or-path decides"),
+        (lambda d: ["--layers", "0"], r"--layers 0: give at least 1"),
         (lambda d: ["--model-name-or-path", str(d / "a" / "b" / "model")], r"neither a folder nor a Hub id"),
     ],
 )  # fmt: skip
