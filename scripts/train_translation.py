@@ -357,6 +357,10 @@ def run(args: argparse.Namespace) -> dict | None:
                                        args.max_tokens, seed=args.seed)  # fmt: skip
     torch.manual_seed(args.seed)
     model = build_model(args, tokenizer)
+    c = model.config
+    logger.info("Model: %s, %s, d_model %d, %d+%d layers, %.1fM parameters", c.model_type,
+                f"preset {args.preset}" if args.preset else args.model_name_or_path, c.d_model, c.encoder_layers,
+                c.decoder_layers, model.num_parameters(only_trainable=True) / 1e6)  # fmt: skip
     validation_sources = [s for s, _ in data.validation]
     # Before any training time is spent: the validation BLEU of the whole run depends on it.
     recipe.check_cached_decoding(model, tokenizer, validation_sources, "before training")  # greedy: no random draws
