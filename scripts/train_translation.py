@@ -111,7 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the averaged checkpoints are saved evenly over this last share of training (default: 0.1)",
     )
     r.add_argument("--save-steps", type=int, default=200, help="interval in steps of the checkpoints to resume from")
-    r.add_argument("--eval-steps", type=int, default=100, help="validation loss interval in steps")
+    r.add_argument(
+        "--eval-steps",
+        type=int,
+        default=200,
+        help="validation loss interval in steps (default: 200; each takes about 1.4 s on 2 cores, so every 100 steps "
+        "took 5%% of a 15-minute run)",
+    )
     r.add_argument("--beam", type=int, default=4, help="test beam size (paper: 4)")
     r.add_argument("--length-penalty", type=float, default=0.6, help="test length penalty alpha (paper: 0.6)")
     run = p.add_argument_group("run")
