@@ -105,3 +105,16 @@ def test_static_cache_decodes_like_the_dynamic_cache(num_beams):
     dynamic = model.generate(input_ids, **kwargs)
     static = model.generate(input_ids, cache_implementation="static", **kwargs)
     assert torch.equal(static, dynamic)
+
+
+@pytest.mark.parametrize("layers", [(1, 3), (3, 1)])
+def test_stacks_of_different_depths_decode_alike_with_every_cache(layers):
+    # `num_hidden_layers` maps to encoder_layers, and transformers sizes caches from it: a decoder deeper or shallower
+    # than the encoder must still get one cache layer per decoder layer.
+    encoder_layers, decoder_layers = layers
+    model = tiny_model(seed=3, encoder_layers=encoder_layers, decoder_layers=decoder_layers)
+    input_ids, attention_mask = random_batch()
+    kwargs = dict(attention_mask=attention_mask, num_beams=1, do_sample=False, max_new_tokens=12, min_new_tokens=12)
+    uncached = model.generate(input_ids, use_cache=False, **kwargs)
+    assert torch.equal(model.generate(input_ids, use_cache=True, **kwargs), uncached)
+    assert torch.equal(model.generate(input_ids, cache_implementation="static", **kwargs), uncached)
