@@ -109,8 +109,9 @@ def test_static_cache_decodes_like_the_dynamic_cache(num_beams):
 
 @pytest.mark.parametrize("layers", [(1, 3), (3, 1)])
 def test_stacks_of_different_depths_decode_alike_with_every_cache(layers):
-    # `num_hidden_layers` maps to encoder_layers, and transformers sizes caches from it: a decoder deeper or shallower
-    # than the encoder must still get one cache layer per decoder layer.
+    # transformers sizes the decoder's caches from `config.get_text_config(decoder=True).num_hidden_layers` (5.24: the
+    # decoder's depth), while `config.num_hidden_layers` maps to encoder_layers: a release that read the plain
+    # attribute would give a decoder deeper than its encoder too few cache layers.
     encoder_layers, decoder_layers = layers
     model = tiny_model(seed=3, encoder_layers=encoder_layers, decoder_layers=decoder_layers)
     input_ids, attention_mask = random_batch()
