@@ -18,9 +18,17 @@ def generate(model, input_ids, attention_mask, seed=0, **kwargs):
     return model.generate(input_ids, attention_mask=attention_mask, **kwargs)
 
 
+# Encoder and decoder stacks of the preset's equal depth, and of different depths: transformers sizes the decoder's
+# caches from `config.get_text_config(decoder=True).num_hidden_layers` (5.24: the decoder's depth), while
+# `config.num_hidden_layers` maps to encoder_layers, so a release that read the plain attribute would give a decoder
+# deeper than its encoder too few cache layers.
+DEPTHS = {"equal": {}, "1+3": dict(encoder_layers=1, decoder_layers=3), "3+1": dict(encoder_layers=3, decoder_layers=1)}
+
+
+@pytest.mark.parametrize("depths", DEPTHS)
 @pytest.mark.parametrize("mode", DECODING)
-def test_cached_and_uncached_decoding_give_the_same_tokens(mode):
-    model = tiny_model(seed=1)
+def test_cached_and_uncached_decoding_give_the_same_tokens(mode, depths):
+    model = tiny_model(seed=1, **DEPTHS[depths])
     input_ids, attention_mask = random_batch(batch_size=3, length=8)
     cached = generate(model, input_ids, attention_mask, use_cache=True, **DECODING[mode])
     uncached = generate(model, input_ids, attention_mask, use_cache=False, **DECODING[mode])
@@ -97,25 +105,12 @@ def test_training_builds_no_cache_but_inference_does():
     assert cache is not None and cache.get_seq_length() == 3
 
 
+@pytest.mark.parametrize("depths", DEPTHS)
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_static_cache_decodes_like_the_dynamic_cache(num_beams):
-    model = tiny_model()
+def test_static_cache_decodes_like_the_dynamic_cache(num_beams, depths):
+    model = tiny_model(**DEPTHS[depths])
     input_ids, attention_mask = random_batch()
     kwargs = dict(attention_mask=attention_mask, num_beams=num_beams, max_new_tokens=12, min_new_tokens=12)
     dynamic = model.generate(input_ids, **kwargs)
     static = model.generate(input_ids, cache_implementation="static", **kwargs)
     assert torch.equal(static, dynamic)
-
-
-@pytest.mark.parametrize("layers", [(1, 3), (3, 1)])
-def test_stacks_of_different_depths_decode_alike_with_every_cache(layers):
-    # transformers sizes the decoder's caches from `config.get_text_config(decoder=True).num_hidden_layers` (5.24: the
-    # decoder's depth), while `config.num_hidden_layers` maps to encoder_layers: a release that read the plain
-    # attribute would give a decoder deeper than its encoder too few cache layers.
-    encoder_layers, decoder_layers = layers
-    model = tiny_model(seed=3, encoder_layers=encoder_layers, decoder_layers=decoder_layers)
-    input_ids, attention_mask = random_batch()
-    kwargs = dict(attention_mask=attention_mask, num_beams=1, do_sample=False, max_new_tokens=12, min_new_tokens=12)
-    uncached = model.generate(input_ids, use_cache=False, **kwargs)
-    assert torch.equal(model.generate(input_ids, use_cache=True, **kwargs), uncached)
-    assert torch.equal(model.generate(input_ids, cache_implementation="static", **kwargs), uncached)
