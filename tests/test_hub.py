@@ -98,6 +98,7 @@ PRELUDE = textwrap.dedent(
         return {
             "digest": digest(model),
             "ids": tokenizer(sentences).input_ids,
+            "training": [name for name, module in model.named_modules() if module.training],  # none after .eval()
             "beam": model.generate(**batch, max_new_tokens=8).tolist(),  # the generation config's beam 4
             "greedy": model.generate(**batch, num_beams=1, max_new_tokens=8).tolist(),
             "generation_config": [model.generation_config.num_beams, model.generation_config.length_penalty],
@@ -216,7 +217,7 @@ PULL = """
 @pytest.mark.parametrize("plugin", [True, False], ids=["plugin-installed", "trust-remote-code"])
 def test_pull_reproduces_the_model_exactly(hub, pushed, expected, tmp_path, plugin):
     pulled = client(hub, tmp_path, PULL, plugin=plugin, repo=pushed["repo"], sentences=SENTENCES)
-    for key in ("digest", "ids", "beam", "greedy", "generation_config"):
+    for key in ("digest", "ids", "training", "beam", "greedy", "generation_config"):
         assert pulled[key] == expected[key], key
     assert expected["generation_config"] == [4, 0.6]
     for task, key in (("translation", "translation_text"), ("text2text-generation", "generated_text")):
@@ -461,5 +462,5 @@ def test_refresh_gives_a_hub_checkpoint_of_vaswani_0_1_0_the_current_code(hub, r
     refreshed = client(hub, tmp_path, REFRESH, repo=repo)
     assert refreshed["sha"] != uploaded["sha"] and "compat_vaswani.py" in refreshed["files"]
     pulled = client(hub, tmp_path, PULL, plugin=False, repo=repo, sentences=SENTENCES)
-    for key in ("digest", "ids", "beam", "greedy"):
+    for key in ("digest", "ids", "training", "beam", "greedy"):
         assert pulled[key] == expected[key], key
