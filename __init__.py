@@ -22,7 +22,7 @@ def _check_transformers_version() -> None:
         return
     if window.contains(installed, prereleases=True):
         return
-    stated = ",".join(sorted(map(str, window), key=lambda bound: not bound.startswith(">")))  # ">=5.23,<5.25"
+    stated = ",".join(sorted(map(str, window), key=lambda bound: not bound.startswith(">")))  # ">=5.23,<5.26"
     upper = [Version(bound.version) for bound in window if bound.operator in ("<", "<=")]
     if upper and Version(installed) >= max(upper):
         import logging
@@ -57,7 +57,7 @@ from vaswani.modeling.ctranslate2_export import convert_to_ctranslate2  # noqa: 
 from vaswani.modeling.onnx_export import export_onnx  # noqa: E402
 from vaswani.tokenization import VaswaniTokenizer  # noqa: E402
 
-__version__ = "0.4.4"
+__version__ = "0.4.5"
 
 AutoConfig.register(VaswaniConfig.model_type, VaswaniConfig, exist_ok=True)
 AutoModel.register(VaswaniConfig, VaswaniModel, exist_ok=True)

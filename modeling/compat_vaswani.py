@@ -30,7 +30,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 # The releases vaswani is tested on: pyproject.toml states the same window (a test checks that the two agree).
-SUPPORTED_TRANSFORMERS = ">=5.23,<5.25"
+SUPPORTED_TRANSFORMERS = ">=5.23,<5.26"
 
 
 def _takes(function: Callable, name: str) -> bool:

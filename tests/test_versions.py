@@ -118,10 +118,19 @@ def test_hub_kernels_stay_off_unless_asked_for(tmp_path, monkeypatch):
         assert not load(folder).use_kernels
         assert not load(folder, use_kernels=None).use_kernels
     assert asked == [False] * 4
-    if not is_kernels_available():  # this project's machines: transformers says what is missing
+    if not is_kernels_available():  # transformers says what is missing
         with pytest.raises(ValueError, match="(?i)kernels"):
             AutoModelForSeq2SeqLM.from_pretrained(folder, use_kernels=True)
         assert asked[-1] is True
+    else:  # as transformers 5.25 installs it: kernelized offline, nothing replaced, the same tokens
+        kernelized = AutoModelForSeq2SeqLM.from_pretrained(folder, use_kernels=True)
+        assert asked[-1] is True and kernelized.use_kernels
+        input_ids, attention_mask = random_batch(batch_size=2, length=6)
+        plain = VaswaniForConditionalGeneration.from_pretrained(folder)
+        assert torch.equal(
+            kernelized.generate(input_ids, attention_mask=attention_mask, num_beams=2, max_new_tokens=6),
+            plain.generate(input_ids, attention_mask=attention_mask, num_beams=2, max_new_tokens=6),
+        )
 
 
 # --- the guard ------------------------------------------------------------------------------------------------
