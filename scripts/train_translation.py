@@ -139,7 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument(
         "--sample",
         default="In the beginning God created the heavens and the earth.",
-        help="sentence for the attention heatmaps",
+        help="sentence for the attention heatmaps; '' draws none (they take a few seconds)",
     )
     return p.parse_args(argv)  # fmt: skip
 
@@ -396,7 +396,7 @@ def run(args: argparse.Namespace) -> dict | None:
     results = evaluate_and_report(model.eval(), tokenizer, data, args, final, extra, peak)
     note = f"final model: validation BLEU {results['validation']['bleu']}, test BLEU {results['bleu']}"
     plots.plot_curves(trainer.state.log_history, final / "curves.png", note)
-    if model.config.model_type == "vaswani":  # the pictures read vaswani's attention weights
+    if model.config.model_type == "vaswani" and args.sample.strip():  # they read vaswani's attention weights
         plots.plot_attention(model, tokenizer, args.sample, final / "attention")
     return results
 

@@ -19,7 +19,9 @@ from vaswani.scripts import recipe, train_translation
 
 TINY_RUN = ["--preset", "tiny", "--max-train-pairs", "300", "--max-eval-pairs", "8", "--vocab-size", "400",
             "--save-steps", "4", "--eval-steps", "6", "--max-tokens", "600", "--warmup-steps", "10",
-            "--average-checkpoints", "3", "--average-span", "0.5"]  # fmt: skip
+            "--average-checkpoints", "3", "--average-span", "0.5",
+            "--sample", ""]  # fmt: skip  # no attention pictures: an untrained model's 60-token output takes 7 s to draw
+SAMPLE = ["--sample", "In the beginning God created the heavens and the earth."]  # the job's default sentence
 
 
 def run_job(output_dir: Path, *extra: str) -> dict:
@@ -30,7 +32,7 @@ def run_job(output_dir: Path, *extra: str) -> dict:
 def tiny_job(tmp_path_factory):
     """One end-to-end run of the main job on a few hundred pairs of the real corpus, shared by the tests below."""
     output_dir = tmp_path_factory.mktemp("job") / "run"
-    results = run_job(output_dir, "--max-steps", "12")
+    results = run_job(output_dir, "--max-steps", "12", *SAMPLE)  # with the pictures
     return output_dir, results
 
 
@@ -287,6 +289,8 @@ def test_bf16_autocast_run(tmp_path):
     assert results["steps"] == 2 and results["chrf"] >= 0
     state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
+    assert not (tmp_path / "run" / "model" / "attention").exists()  # --sample '' (TINY_RUN): no pictures
+    assert (tmp_path / "run" / "model" / "curves.png").is_file()
 
 
 @pytest.mark.parametrize(("cuda", "cuda_bf16", "amx", "expected"), [
