@@ -21,7 +21,7 @@ TINY_RUN = ["--preset", "tiny", "--max-train-pairs", "300", "--max-eval-pairs", 
             "--save-steps", "4", "--eval-steps", "6", "--max-tokens", "600", "--warmup-steps", "10",
             "--average-checkpoints", "3", "--average-span", "0.5",
             "--sample", ""]  # fmt: skip  # no attention pictures: an untrained model's 60-token output takes 7 s to draw
-SAMPLE = ["--sample", "In the beginning God created the heavens and the earth."]  # the job's default sentence
+SAMPLE = ["--sample", train_translation.parse_args([]).sample]  # the job's default sentence
 
 
 def run_job(output_dir: Path, *extra: str) -> dict:
