@@ -19,9 +19,11 @@ What is absorbed here, and since when:
 This file imports only torch and transformers: it runs where vaswani is not installed.
 """
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable
+from itertools import chain
 
 import torch
 import transformers
@@ -125,6 +127,29 @@ class CachedDecodingError(RuntimeError):
     cache in a way this code does not understand."""
 
 
+@contextlib.contextmanager
+def _float32(model):
+    """Runs `model` in float32 inside the block and gives it back exactly as it was: without an autocast around
+    the call, without the autocast that accelerate wraps around `forward` for mixed-precision training (Trainer
+    with `bf16=True`), and with bf16/fp16 weights widened to float32 and narrowed back (exact both ways)."""
+    dtypes = {tensor: tensor.dtype for tensor in chain(model.parameters(), model.buffers())
+              if tensor.is_floating_point() and tensor.dtype != torch.float32}  # fmt: skip
+    wrapped = model.__dict__.get("forward")
+    unwrapped = model.__dict__.get("_original_forward")  # accelerate keeps the forward it wrapped here
+    try:
+        for tensor in dtypes:
+            tensor.data = tensor.data.float()
+        if unwrapped is not None:
+            model.forward = unwrapped
+        with torch.autocast(model.device.type, enabled=False):
+            yield
+    finally:
+        for tensor, dtype in dtypes.items():
+            tensor.data = tensor.data.to(dtype)
+        if unwrapped is not None:
+            model.forward = wrapped
+
+
 @torch.no_grad()
 def check_cached_decoding(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                           max_new_tokens: int = 24) -> float:  # fmt: skip
@@ -132,10 +157,15 @@ def check_cached_decoding(model, input_ids: torch.Tensor, attention_mask: torch.
     `CachedDecodingError` (naming the installed transformers) where it does not.
 
     Decodes greedily with the cache, then scores the same tokens in one teacher-forced pass without a cache: at every
-    step the two log-probability distributions must agree (to 1e-3 in float32, 5e-2 in reduced precision).
-    Near-ties cannot make the check fail, as comparing two greedy outputs could. A model whose cache is dropped
-    (transformers 5.24 with code written for 5.23) differs far beyond that from the second step on (0.44 nats on
-    the tests' random tiny model). Works for any encoder-decoder model of transformers (also MarianMTModel).
+    step the two log-probability distributions must agree to 1e-3. Near-ties cannot make the check fail, as
+    comparing two greedy outputs could. A model whose cache is dropped (transformers 5.24 with code written for
+    5.23) differs far beyond that from the second step on (0.44 nats on the tests' random tiny model). Works for any
+    encoder-decoder model of transformers (also MarianMTModel).
+
+    The check runs in float32 whatever the model's precision (bf16/fp16 weights, autocast, or Trainer's bf16
+    wrapper), and leaves the model as it found it: it is about what transformers passes to the model, and in bf16
+    the rounding alone moves a trained model's log-probabilities by 0.04-0.3, as much as a dropped cache moves a
+    small model's.
 
     Args:
         model: an encoder-decoder model with `generate`; put back in its training mode afterwards.
@@ -148,20 +178,17 @@ def check_cached_decoding(model, input_ids: torch.Tensor, attention_mask: torch.
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(input_ids, attention_mask=attention_mask, num_beams=1, do_sample=False, use_cache=True,
-                             max_new_tokens=max_new_tokens, min_new_tokens=2, output_logits=True,
-                             return_dict_in_generate=True)  # fmt: skip
-        stepwise = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (B, n, V)
-        decoder_input_ids = out.sequences[:, : stepwise.shape[1]]  # the start token and all but the last token
-        whole = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-                      use_cache=False).logits.float().log_softmax(-1)  # (B, n, V)  # fmt: skip
+        with _float32(model):
+            out = model.generate(input_ids, attention_mask=attention_mask, num_beams=1, do_sample=False,
+                                 use_cache=True, max_new_tokens=max_new_tokens, min_new_tokens=2, output_logits=True,
+                                 return_dict_in_generate=True)  # fmt: skip
+            stepwise = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (B, n, V)
+            decoder_input_ids = out.sequences[:, : stepwise.shape[1]]  # the start token and all but the last token
+            whole = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                          use_cache=False).logits.float().log_softmax(-1)  # (B, n, V)  # fmt: skip
     finally:
         model.train(was_training)
-    # Reduced precision: bf16/fp16 weights, autocast, or a forward that accelerate wrapped in autocast (Trainer with
-    # `bf16=True` leaves the model so). A dropped cache differs by far more (0.44 on the tests' random tiny model).
-    reduced = (model.dtype != torch.float32 or hasattr(model, "_original_forward")
-               or torch.is_autocast_enabled(model.device.type))  # fmt: skip
-    tolerance = 5e-2 if reduced else 1e-3
+    tolerance = 1e-3
     difference = (stepwise - whole).abs().max().item()
     if not difference <= tolerance:  # also catches NaN
         raise CachedDecodingError(

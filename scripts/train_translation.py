@@ -38,6 +38,9 @@ PAPER_WARMUP_STEPS = 4000  # Section 5.3
 # The job's default model is the small preset (d_model 256) with 2 encoder and 2 decoder layers instead of 3: in 15
 # minutes on 2 cores it takes about 1.3x the steps and ends with a lower validation loss (docs/training.md).
 DEFAULT_LAYERS = 2
+# bf16 autocast trains faster than fp32 on a CPU without AMX only where bf16 matrix products are well over 1.5x as
+# fast: the products are about two thirds of a step, and autocast's casts slow the rest (docs/training.md, "Precision").
+BF16_MIN_MATMUL_SPEEDUP = 1.6
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,7 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["auto", "bf16", "fp32"],
         default="auto",
         help="bf16: bfloat16 autocast; auto (default): bf16 where it trains faster than fp32 (a CUDA GPU with bf16, "
-        "an x86 CPU with AMX), fp32 elsewhere (AVX-512 BF16 alone was measured slower than fp32)",
+        "an x86 CPU with AMX, or one with AVX-512 BF16 where a quick measurement finds bf16 matrix products at least "
+        f"{BF16_MIN_MATMUL_SPEEDUP}x as fast), fp32 elsewhere",
     )
     run.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="= --precision bf16")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
@@ -258,21 +262,33 @@ def tokenize(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
     return [{"input_ids": i, "labels": t} for i, t in zip(encoded["input_ids"], encoded["labels"], strict=True)]
 
 
-def bf16_is_faster_here() -> bool:
-    """Whether bfloat16 autocast trains faster than fp32 on this machine: on a CUDA GPU with bf16, or on an x86 CPU
-    with AMX, whose tiles multiply bf16 matrices. AVX-512 BF16 alone is not enough: on such a Xeon (2 cores,
-    2026-12-02) torch multiplied bf16 matrices at 152 GFLOP/s against 261 in fp32, and the job took 1.38 steps/s
-    in bf16 against 2.87 in fp32 (docs/training.md, "Precision")."""
+def bf16_is_faster_here(d_model: int = 256, tokens: int = 1000) -> bool:
+    """Whether bfloat16 autocast trains faster than fp32 on this machine. Yes on a CUDA GPU with bf16 and on an x86
+    CPU with AMX, whose tiles multiply bf16 matrices; no on a CPU without bf16 instructions. On a CPU with AVX-512
+    BF16 but no AMX it depends on the CPU, so it is measured: bf16 matrix products at the model's shape (`tokens` x
+    `d_model` by `d_model` x 4 `d_model`) must be `BF16_MIN_MATMUL_SPEEDUP` times as fast as fp32 ones. An Intel Xeon
+    multiplied them at 0.58x (the job: 0.48x the steps), an AMD EPYC (Zen 4) at 2.3-3.3x (the job: 1.22x the steps;
+    docs/training.md, "Precision")."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_amx_tile_supported()
+    if torch.cpu._is_amx_tile_supported():
+        return True
+    if not torch.cpu._is_avx512_bf16_supported():
+        return False
+    speedup = recipe.bf16_matmul_speedup(tokens, d_model, 4 * d_model)
+    logger.info("bf16 matrix products run %.2fx as fast as fp32 here (bf16 autocast from %.1fx)", speedup,
+                BF16_MIN_MATMUL_SPEEDUP)  # fmt: skip
+    return speedup >= BF16_MIN_MATMUL_SPEEDUP
 
 
-def use_bf16(args: argparse.Namespace) -> bool:
-    return args.precision == "bf16" or (args.precision == "auto" and bf16_is_faster_here())
+def use_bf16(args: argparse.Namespace, d_model: int = 256) -> bool:
+    """`--precision`, with `auto` resolved for this machine (`bf16_is_faster_here`) at the job's shapes."""
+    if args.precision == "auto":
+        return bf16_is_faster_here(d_model, args.max_tokens)
+    return args.precision == "bf16"
 
 
-def training_arguments(args, peak: float) -> Seq2SeqTrainingArguments:
+def training_arguments(args, peak: float, bf16: bool) -> Seq2SeqTrainingArguments:
     return Seq2SeqTrainingArguments(
         output_dir=str(args.output_dir), max_steps=args.max_steps or -1, num_train_epochs=1000,
         learning_rate=peak, adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_epsilon=args.adam_epsilon,
@@ -283,7 +299,7 @@ def training_arguments(args, peak: float) -> Seq2SeqTrainingArguments:
         # every 250 steps, a tenth of a 15-minute budget. BLEU is measured once, on the final model.
         eval_strategy="steps", eval_steps=args.eval_steps, per_device_eval_batch_size=64,
         save_strategy="steps", save_steps=args.save_steps, save_total_limit=max(args.average_checkpoints, 1),
-        logging_steps=25, report_to=["tensorboard"], bf16=use_bf16(args), use_cpu=not torch.cuda.is_available(),
+        logging_steps=25, report_to=["tensorboard"], bf16=bf16, use_cpu=not torch.cuda.is_available(),
         seed=args.seed, dataloader_num_workers=0, disable_tqdm=False,
     )  # fmt: skip
 
@@ -302,7 +318,10 @@ def average_and_save(trainer, args, tokenizer):
     final = args.output_dir / "model"
     model.save_pretrained(final)
     tokenizer.save_pretrained(final)
-    return model, final, [p.name for p in checkpoints]
+    # What is evaluated is the checkpoint as from_pretrained gives it to a user: float32, without the autocast that
+    # bf16 training wraps around the trained model's forward.
+    saved = AutoModelForSeq2SeqLM.from_pretrained(final).to(model.device)
+    return saved, final, [p.name for p in checkpoints]
 
 
 def dataset_id(args: argparse.Namespace) -> str | None:
@@ -332,7 +351,7 @@ def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict, 
                    "peak_learning_rate": peak, "adam_betas": [args.adam_beta1, args.adam_beta2],
                    "adam_epsilon": args.adam_epsilon, "label_smoothing": args.label_smoothing,
                    "dropout": model.config.dropout, "vocab_size": len(tokenizer), "seed": args.seed,
-                   "bf16": use_bf16(args)}, **extra,
+                   "bf16": args.bf16}, **extra,
         "examples": [{"source": s, "reference": r, "translation": h}
                      for s, r, h in list(zip(sources, references, hypotheses, strict=True))[:5]],
     }  # fmt: skip
@@ -352,10 +371,9 @@ def run(args: argparse.Namespace) -> dict | None:
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(args.output_dir / "tensorboard"))
     d_model = getattr(args, "d_model", None) or vaswani.PRESETS[args.preset]["d_model"]  # the schedule's scale, §5.3
     peak = args.peak_learning_rate or recipe.paper_learning_rate(PAPER_WARMUP_STEPS, d_model, PAPER_WARMUP_STEPS)
-    training_args = training_arguments(args, peak)
-    precision = "bf16 autocast" if training_args.bf16 else "fp32"
-    if args.precision == "auto" and not training_args.bf16:
-        precision += " (--precision auto: bf16 autocast trains faster only on a CUDA GPU or a CPU with AMX)"
+    args.bf16 = use_bf16(args, d_model)  # measured once: every later use reads the same decision
+    training_args = training_arguments(args, peak, args.bf16)
+    precision = ("bf16 autocast" if args.bf16 else "fp32") + (" (--precision auto)" if args.precision == "auto" else "")
     logger.info("Processes: %d (%s); %s", training_args.world_size, training_args.parallel_mode.value, precision)
     tokenizer = load_tokenizer(args, data, training_args)
     train, validation = tokenize(tokenizer, data.train), tokenize(tokenizer, data.validation)
@@ -389,7 +407,9 @@ def run(args: argparse.Namespace) -> dict | None:
     model, final, averaged = average_and_save(trainer, args, tokenizer)
     extra = {"steps": trainer.state.global_step, "train_minutes": round(seconds / 60, 1),
              "steps_per_second": round(steps_per_second, 3),
-             "averaged_checkpoints": averaged}  # fmt: skip
+             "averaged_checkpoints": averaged,
+             # the trained model's count: MarianMTModel reloads its sinusoidal position tables as trainable weights
+             "parameters": trainer.model.num_parameters(only_trainable=True)}  # fmt: skip
     difference = recipe.check_cached_decoding(model, tokenizer, validation_sources, "before the test evaluation")
     logger.info("Cached and uncached decoding agree on %d validation sentences (largest log-probability difference "
                 "%.1e).", min(recipe.GUARD_SENTENCES, len(validation_sources)), difference)  # fmt: skip

@@ -1,5 +1,6 @@
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -286,28 +287,46 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_job, tmp_path):
 
 def test_bf16_autocast_run(tmp_path):
     results = run_job(tmp_path / "run", "--max-steps", "2", "--bf16", "--average-checkpoints", "1")
-    assert results["steps"] == 2 and results["chrf"] >= 0
+    assert results["steps"] == 2 and results["chrf"] >= 0 and results["recipe"]["bf16"] is True
     state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert not (tmp_path / "run" / "model" / "attention").exists()  # --sample '' (TINY_RUN): no pictures
     assert (tmp_path / "run" / "model" / "curves.png").is_file()
 
 
-@pytest.mark.parametrize(("cuda", "cuda_bf16", "amx", "expected"), [
-    (False, False, False, False),  # AVX2 or AVX-512 BF16 alone: bf16 measured slower than fp32 (docs/training.md)
-    (False, False, True, True),  # AMX
-    (True, True, False, True),  # a CUDA GPU with bf16
-    (True, False, True, False),  # a CUDA GPU without bf16 decides, whatever the CPU
+@pytest.mark.parametrize(("cuda", "cuda_bf16", "amx", "avx512_bf16", "matmul_speedup", "expected"), [
+    (False, False, False, False, None, False),  # AVX2: no bf16 instructions
+    (False, False, False, True, 0.58, False),  # AVX-512 BF16, measured slower (the Xeon of docs/training.md)
+    (False, False, False, True, 2.5, True),  # AVX-512 BF16, measured faster (the AMD EPYC, Zen 4)
+    (False, False, True, True, None, True),  # AMX
+    (True, True, False, False, None, True),  # a CUDA GPU with bf16
+    (True, False, True, True, None, False),  # a CUDA GPU without bf16 decides, whatever the CPU
 ])  # fmt: skip
-def test_precision_auto_chooses_bf16_only_where_it_trains_faster(monkeypatch, cuda, cuda_bf16, amx, expected):
+def test_precision_auto_chooses_bf16_only_where_it_trains_faster(monkeypatch, cuda, cuda_bf16, amx, avx512_bf16,
+                                                                 matmul_speedup, expected):  # fmt: skip
+    measured = []
+
+    def speedup(rows, inner, columns):
+        measured.append((rows, inner, columns))
+        return matmul_speedup
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # not enough on its own
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(recipe, "bf16_matmul_speedup", speedup)
     args = train_translation.parse_args([])
-    assert args.precision == "auto" and train_translation.use_bf16(args) is expected
+    assert args.precision == "auto" and train_translation.use_bf16(args, d_model=256) is expected
+    # measured only where nothing else decides, at the job's shape: max-tokens x d_model by d_model x d_ff
+    assert measured == ([(1000, 256, 1024)] if matmul_speedup else [])
     for forced, bf16 in (("bf16", True), ("fp32", False)):
         assert train_translation.use_bf16(train_translation.parse_args(["--precision", forced])) is bf16
+    assert measured == ([(1000, 256, 1024)] if matmul_speedup else [])  # a forced precision measures nothing
+
+
+def test_bf16_matmul_speedup_is_measured():
+    speedup = recipe.bf16_matmul_speedup(64, 32, 128)
+    assert math.isfinite(speedup) and speedup > 0
 
 
 def test_compare_marian_alternates_two_seeds_each_and_writes_the_median_table(tmp_path, capsys):

@@ -153,6 +153,44 @@ def test_the_decoding_check_passes_a_sound_model_and_names_transformers_for_a_br
         compat.check_cached_decoding(model, input_ids, attention_mask)
 
 
+def large_logits_model(precision: str, dropped_cache: bool = False):
+    """A model of the job's width with large logits, as a trained one has, in `precision`."""
+    model = tiny_model(seed=0, d_model=256, encoder_ffn_dim=1024, decoder_ffn_dim=1024, vocab_size=2000,
+                       attn_implementation="sdpa")  # fmt: skip
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(10)
+    if dropped_cache:  # in the model's own forward, under any wrapper
+        drop_the_cache(model)
+    if precision == "bf16 weights":
+        return model.to(torch.bfloat16)
+    if precision == "Trainer's bf16 wrapper":  # what Trainer(bf16=True) leaves on the model it trained
+        from accelerate import Accelerator
+
+        model = Accelerator(cpu=True, mixed_precision="bf16").prepare_model(model)
+        assert "_original_forward" in model.__dict__
+    return model
+
+
+@pytest.mark.parametrize("precision", ["bf16 weights", "bf16 autocast", "Trainer's bf16 wrapper"])
+def test_the_decoding_check_runs_in_float32_and_gives_the_model_back_as_it_was(precision):
+    # In bf16 the rounding alone moves this model's log-probabilities by about 0.3 between the cached and the whole
+    # pass (a check in bf16 failed a sound model), a dropped cache by about 2.
+    input_ids, attention_mask = random_batch(batch_size=4, length=20, vocab_size=2000)
+    context = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast")
+    model = large_logits_model(precision)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    forward = model.forward
+    with context:
+        assert compat.check_cached_decoding(model, input_ids, attention_mask) < 1e-4
+    after = model.state_dict()
+    assert all(
+        after[name].dtype == tensor.dtype and torch.equal(after[name], tensor) for name, tensor in before.items()
+    )
+    assert model.forward == forward and not model.training
+    with context, pytest.raises(compat.CachedDecodingError, match="differ by up to [0-9.]+ over 24 steps"):
+        compat.check_cached_decoding(large_logits_model(precision, dropped_cache=True), input_ids, attention_mask)
+
+
 # --- the window at import -------------------------------------------------------------------------------------
 IMPORT_WITH_VERSION = """
 import logging, sys
