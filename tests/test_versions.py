@@ -165,8 +165,13 @@ def large_logits_model(precision: str, dropped_cache: bool = False):
         return model.to(torch.bfloat16)
     if precision == "Trainer's bf16 wrapper":  # what Trainer(bf16=True) leaves on the model it trained
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
 
-        model = Accelerator(cpu=True, mixed_precision="bf16").prepare_model(model)
+        AcceleratorState._reset_state(reset_partial_state=True)  # an earlier test's Trainer left its own state
+        try:
+            model = Accelerator(cpu=True, mixed_precision="bf16").prepare_model(model)
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
         assert "_original_forward" in model.__dict__
     return model
 
