@@ -41,6 +41,7 @@ DEFAULT_LAYERS = 2
 # bf16 autocast trains faster than fp32 on a CPU without AMX only where bf16 matrix products are well over 1.5x as
 # fast: the products are about two thirds of a step, and autocast's casts slow the rest (docs/training.md, "Precision").
 BF16_MIN_MATMUL_SPEEDUP = 1.6
+PRECISION_RECORD = "precision.json"  # what --precision resolved to, for --resume
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -282,10 +283,33 @@ def bf16_is_faster_here(d_model: int = 256, tokens: int = 1000) -> bool:
 
 
 def use_bf16(args: argparse.Namespace, d_model: int = 256) -> bool:
-    """`--precision`, with `auto` resolved for this machine (`bf16_is_faster_here`) at the job's shapes."""
+    """`--precision`, with `auto` resolved for this machine (`bf16_is_faster_here`) at the job's shapes. A resumed
+    run keeps the precision its interrupted run recorded: a measurement near the threshold can come out either way,
+    and a resumed run must end where an uninterrupted one ends."""
+    recorded = recorded_bf16(args.output_dir) if args.resume else None
     if args.precision == "auto":
+        if recorded is not None:
+            logger.info("--resume: %s, as the interrupted run chose (%s)", "bf16" if recorded else "fp32",
+                        args.output_dir / PRECISION_RECORD)  # fmt: skip
+            return recorded
         return bf16_is_faster_here(d_model, args.max_tokens)
-    return args.precision == "bf16"
+    bf16 = args.precision == "bf16"
+    if recorded is not None and recorded != bf16:
+        logger.warning("--resume --precision %s: the interrupted run trained in %s, so this run will not end where "
+                       "an uninterrupted one would; leave --precision out to keep the interrupted run's.",
+                       args.precision, "bf16" if recorded else "fp32")  # fmt: skip
+    return bf16
+
+
+def recorded_bf16(output_dir: Path) -> bool | None:
+    """The precision an earlier run in `output_dir` trained in (`record_bf16`), or None where none is recorded."""
+    record = output_dir / PRECISION_RECORD
+    return json.loads(record.read_text(encoding="utf-8"))["bf16"] if record.is_file() else None
+
+
+def record_bf16(output_dir: Path, args: argparse.Namespace) -> None:
+    record = {"bf16": args.bf16, "precision": args.precision}
+    (output_dir / PRECISION_RECORD).write_text(json.dumps(record) + "\n", encoding="utf-8")
 
 
 def training_arguments(args, peak: float, bf16: bool) -> Seq2SeqTrainingArguments:
@@ -373,6 +397,8 @@ def run(args: argparse.Namespace) -> dict | None:
     peak = args.peak_learning_rate or recipe.paper_learning_rate(PAPER_WARMUP_STEPS, d_model, PAPER_WARMUP_STEPS)
     args.bf16 = use_bf16(args, d_model)  # measured once: every later use reads the same decision
     training_args = training_arguments(args, peak, args.bf16)
+    if training_args.process_index == 0:
+        record_bf16(args.output_dir, args)
     precision = ("bf16 autocast" if args.bf16 else "fp32") + (" (--precision auto)" if args.precision == "auto" else "")
     logger.info("Processes: %d (%s); %s", training_args.world_size, training_args.parallel_mode.value, precision)
     tokenizer = load_tokenizer(args, data, training_args)

@@ -21,6 +21,8 @@ from vaswani.scripts import recipe, train_translation
 TINY_RUN = ["--preset", "tiny", "--max-train-pairs", "300", "--max-eval-pairs", "8", "--vocab-size", "400",
             "--save-steps", "4", "--eval-steps", "6", "--max-tokens", "600", "--warmup-steps", "10",
             "--average-checkpoints", "3", "--average-span", "0.5",
+            # fp32 whatever the machine: --precision auto measures, and at the tiny shape it can come out either way
+            "--precision", "fp32",
             "--sample", ""]  # fmt: skip  # no attention pictures: an untrained model's 60-token output takes 7 s to draw
 SAMPLE = ["--sample", train_translation.parse_args([]).sample]  # the job's default sentence
 
@@ -274,11 +276,19 @@ def test_attention_plot_script(tiny_job, tmp_path):
     ]  # fmt: skip
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(tiny_job, tmp_path):
-    output_dir, _ = tiny_job  # 12 uninterrupted steps
+def test_resume_ends_where_an_uninterrupted_run_ends(tiny_job, tmp_path, monkeypatch):
+    output_dir, _ = tiny_job  # 12 uninterrupted steps, fp32
     interrupted = tmp_path / "run"
-    run_job(interrupted, "--max-steps", "8")
-    run_job(interrupted, "--max-steps", "12", "--resume")
+    # --precision auto on a CPU with AVX-512 BF16 measures bf16 against fp32; near the threshold the resumed run's
+    # measurement can differ from the interrupted run's (CI, 2026-12-03): here fp32 first, then bf16.
+    speedups = iter([1.0, 9.0])
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(recipe, "bf16_matmul_speedup", lambda *shape: next(speedups))
+    run_job(interrupted, "--max-steps", "8", "--precision", "auto")
+    assert json.loads((interrupted / train_translation.PRECISION_RECORD).read_text())["bf16"] is False
+    run_job(interrupted, "--max-steps", "12", "--resume", "--precision", "auto")
+    assert next(speedups) == 9.0  # measured once: the resumed run kept the interrupted run's fp32
     resumed = load_file(interrupted / "last" / "model.safetensors")
     uninterrupted = load_file(output_dir / "last" / "model.safetensors")
     for name, tensor in uninterrupted.items():
@@ -322,6 +332,17 @@ def test_precision_auto_chooses_bf16_only_where_it_trains_faster(monkeypatch, cu
     for forced, bf16 in (("bf16", True), ("fp32", False)):
         assert train_translation.use_bf16(train_translation.parse_args(["--precision", forced])) is bf16
     assert measured == ([(1000, 256, 1024)] if matmul_speedup else [])  # a forced precision measures nothing
+
+
+def test_resume_keeps_the_recorded_precision_and_warns_when_told_otherwise(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(recipe, "bf16_matmul_speedup", lambda *shape: pytest.fail("measured on --resume"))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    train_translation.record_bf16(tmp_path, SimpleNamespace(bf16=True, precision="auto"))
+    resume = ["--output-dir", str(tmp_path), "--resume"]
+    assert train_translation.use_bf16(train_translation.parse_args(resume)) is True
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert train_translation.use_bf16(train_translation.parse_args([*resume, "--precision", "fp32"])) is False
+    assert "the interrupted run trained in bf16" in caplog.text  # the explicit flag wins, and says what it costs
 
 
 def test_bf16_matmul_speedup_is_measured():
