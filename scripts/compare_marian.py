@@ -8,7 +8,8 @@ run and the medians.
 
 Any option of `vaswani.scripts.train_translation` passes through. The runs alternate (vaswani seed 0, Marian seed 0,
 vaswani seed 1, ...), so that a machine whose speed drifts slows both alike. The tokenizer is trained once, by the
-first run, and reused by all, so every run sees identical token ids. `--update-readme` replaces the table between
+first run, and reused by all, so every run sees identical token ids; `--precision auto` is resolved once, before
+the first run, so that all train in one precision (the caption says which). `--update-readme` replaces the table between
 the markers `<!-- compare_marian -->` and `<!-- /compare_marian -->`.
 """
 
@@ -95,7 +96,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{flag} is set by the comparison itself")
     if args.update_readme:
         check_markers(args.update_readme)  # before any work
-    train_translation.parse_args(passthrough)  # a bad option fails now, not after the first run
+    parsed = train_translation.parse_args(passthrough)  # a bad option fails now, not after the first run
+    if parsed.precision == "auto":  # measured once, so that every run of the comparison trains in one precision
+        d_model = vaswani.PRESETS[parsed.preset or "small"]["d_model"]
+        passthrough = [*passthrough, "--precision", "bf16" if train_translation.use_bf16(parsed, d_model) else "fp32"]
     runs: dict[str, list[dict]] = {model: [] for model in MODELS}
     tokenizer = args.output_dir / "tokenizer"
     for seed in args.seeds:
@@ -115,9 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(
         ["python", "-m", "vaswani.scripts.compare_marian", *(argv if argv is not None else sys.argv[1:])]
     )
+    precision = "bf16 autocast" if runs["vaswani"][0]["recipe"]["bf16"] else "fp32"
     caption = (f"Measured on {time.strftime('%Y-%m-%d')} on {machine()}; torch {torch.__version__}, transformers "
-               f"{transformers.__version__}, vaswani {vaswani.__version__}; runs alternating, back to back; "
-               f"`{command}`.")  # fmt: skip
+               f"{transformers.__version__}, vaswani {vaswani.__version__}; {precision}; runs alternating, back to "
+               f"back; `{command}`.")  # fmt: skip
     text = table(runs, medians, caption)
     (args.output_dir / "comparison.json").write_text(
         json.dumps({"runs": runs, "medians": medians, "caption": caption}, indent=2, ensure_ascii=False)

@@ -350,20 +350,27 @@ def test_bf16_matmul_speedup_is_measured():
     assert math.isfinite(speedup) and speedup > 0
 
 
-def test_compare_marian_alternates_two_seeds_each_and_writes_the_median_table(tmp_path, capsys):
+def test_compare_marian_alternates_two_seeds_each_and_writes_the_median_table(tmp_path, capsys, monkeypatch):
     from vaswani.scripts import compare_marian
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# Results\n{compare_marian.START}\nold rows\n{compare_marian.END}\nafter\n")
-    compare_marian.main(
-        [*TINY_RUN, "--max-steps", "4", "--output-dir", str(tmp_path / "c"), "--update-readme", str(readme)]
-    )
+    # --precision auto on a CPU with AVX-512 BF16 whose measurements would come out either way: measured once
+    measurements = iter([2.5, 1.0, 1.0, 1.0, 1.0])
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(recipe, "bf16_matmul_speedup", lambda *shape: next(measurements))
+    compare_marian.main([*TINY_RUN, "--max-steps", "4", "--output-dir", str(tmp_path / "c"), "--update-readme",
+                         str(readme), "--precision", "auto"])  # fmt: skip
+    assert next(measurements) == 1.0  # one measurement for the four runs
     out = capsys.readouterr().out
     comparison = json.loads((tmp_path / "c" / "comparison.json").read_text())
     runs, medians = comparison["runs"], comparison["medians"]
     assert [r["recipe"]["seed"] for r in runs["vaswani"]] == [0, 1] == [r["recipe"]["seed"] for r in runs["marian"]]
     assert runs["vaswani"][0]["model_type"] == "vaswani" and runs["marian"][0]["model_type"] == "marian"
     assert runs["vaswani"][0]["parameters"] == runs["marian"][0]["parameters"]  # identical architecture
+    assert [r["recipe"]["bf16"] for model in compare_marian.MODELS for r in runs[model]] == [True] * 4
+    assert "; bf16 autocast; " in comparison["caption"]
     assert medians["vaswani"]["bleu"] == (runs["vaswani"][0]["bleu"] + runs["vaswani"][1]["bleu"]) / 2
     # every run read the one tokenizer the first run trained
     vocabulary = AutoTokenizer.from_pretrained(tmp_path / "c" / "tokenizer").get_vocab()
