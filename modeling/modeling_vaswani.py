@@ -48,8 +48,8 @@ from .compat_vaswani import (
     without_hub_kernels,
 )
 
-# The fused training loss: a sibling file, so that this one reads as the paper.
-from .kernels_vaswani import cross_entropy
+# The fused training loss and attention's precision on a CPU: a sibling file, so that this one reads as the paper.
+from .kernels_vaswani import cross_entropy, in_float32_on_cpu
 
 try:  # a checkpoint folder (remote code): the config file sits beside this one
     from .configuration_vaswani import VaswaniConfig
@@ -288,6 +288,8 @@ class VaswaniMultiHeadAttention(nn.Module):
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, scaled_dot_product_attention
         )
+        if self.config._attn_implementation == "sdpa":
+            attention = in_float32_on_cpu(attention)  # torch's bf16 SDPA is slower than float32 on a CPU
         output, weights = attention(
             self,
             q,

@@ -15,6 +15,7 @@ the markers `<!-- compare_marian -->` and `<!-- /compare_marian -->`.
 
 import argparse
 import json
+import logging
 import platform
 import re
 import shlex
@@ -86,6 +87,7 @@ def update_readme(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # each run logs as the job does (data, precision)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=Path("runs/compare"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of each model (default: 0 1)")

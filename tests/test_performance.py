@@ -13,7 +13,7 @@ from torch.nn.utils import prune
 
 from vaswani.modeling import kernels_vaswani, modeling_vaswani
 from vaswani.modeling.compat_vaswani import cache_of
-from vaswani.modeling.kernels_vaswani import cross_entropy
+from vaswani.modeling.kernels_vaswani import cross_entropy, in_float32_on_cpu
 from vaswani.scripts import benchmark
 
 
@@ -99,6 +99,52 @@ def test_model_loss_uses_the_fused_cross_entropy_and_trains():
     out = model(input_ids=ids, labels=ids)
     reference = F.cross_entropy(out.logits.view(-1, 128), ids.view(-1))
     torch.testing.assert_close(out.loss, reference)
+
+
+def test_half_precision_sdpa_on_a_cpu_computes_in_float32(monkeypatch):
+    """bf16 autocast training on a CPU: every SDPA call gets float32 inputs with autocast off (torch's bf16 CPU kernel
+    is the slower one), the rest of the step stays in bf16, and the gradients reach the attention weights."""
+    seen = []
+    original = F.scaled_dot_product_attention
+
+    def spy(query, key, value, *args, **kwargs):
+        seen.append((query.dtype, key.dtype, value.dtype, torch.is_autocast_enabled("cpu")))
+        return original(query, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    model = tiny_model(attn_implementation="sdpa").train()
+    input_ids, attention_mask = random_batch(3, 7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(input_ids, attention_mask=attention_mask, labels=input_ids)
+    assert out.logits.dtype == torch.bfloat16  # the output projection still runs in bf16
+    out.loss.backward()
+    layers = len(model.model.encoder.layers) + 2 * len(model.model.decoder.layers)
+    assert seen == [(torch.float32,) * 3 + (False,)] * layers
+    grads = [p.grad for name, p in model.named_parameters() if "q_proj" in name]
+    assert grads and all(g is not None and g.abs().sum() > 0 and torch.isfinite(g).all() for g in grads)
+
+
+def test_in_float32_on_cpu_gives_float32_attention_in_the_inputs_dtype():
+    calls = []
+
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        calls.append((query.dtype, attention_mask.dtype, torch.is_autocast_enabled("cpu"), kwargs))
+        output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=kwargs["scaling"])
+        return output.transpose(1, 2), None  # (B, T, h, d_k)
+
+    q, k, v = (torch.randn(2, 4, 5, 8, generator=torch.Generator().manual_seed(i)).bfloat16() for i in range(3))
+    mask = torch.zeros(2, 1, 5, 5, dtype=torch.bfloat16)
+    mask[0, ..., -2:] = torch.finfo(torch.bfloat16).min  # the first row's last two keys are padding
+    wrapped = in_float32_on_cpu(attention)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, weights = wrapped(None, q, k, v, mask, scaling=0.5)
+    assert calls == [(torch.float32, torch.float32, False, {"scaling": 0.5})] and weights is None
+    expected = attention(None, q.float(), k.float(), v.float(), mask.float(), scaling=0.5)[0]
+    assert output.dtype == torch.bfloat16 and torch.equal(output, expected.bfloat16())
+    # float32 inputs go through untouched
+    calls.clear()
+    output32, _ = wrapped(None, q.float(), k.float(), v.float(), mask.float(), scaling=0.5)
+    assert torch.equal(output32, expected) and calls[0][:2] == (torch.float32, torch.float32)
 
 
 def test_benchmark_script_runs(tmp_path):
