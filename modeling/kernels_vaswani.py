@@ -11,7 +11,6 @@ them), and which paid only on some CPUs; `torch.compile` now does that work (doc
 file, this file is copied flat into every checkpoint and imports only torch.
 """
 
-import functools
 from collections.abc import Callable
 
 import torch
@@ -88,9 +87,9 @@ def label_smoothed_loss(epsilon: float):
 # ----------------------------------------------------------------------------------------------------------------
 # Attention in half precision on a CPU
 # ----------------------------------------------------------------------------------------------------------------
-def in_float32_on_cpu(attention: Callable) -> Callable:
-    """`attention`, a member of transformers' attention interface, computed in float32 where its inputs are bf16 or
-    fp16 on a CPU (bf16 autocast training, a bf16 model), its output given back in the inputs' dtype.
+def in_float32_on_cpu(attention: Callable, module, query, key, value, attention_mask, **kwargs):
+    """Calls `attention`, a member of transformers' attention interface, in float32 where its inputs are bf16 or fp16
+    on a CPU (bf16 autocast training, a bf16 model), and gives its output back in the inputs' dtype.
 
     Why: torch's CPU SDPA kernel (torch 2.13) is slower in bf16 than in float32, most of all its backward pass. At the
     main job's shape (32 x 4 heads x 30 tokens x 64, forward and backward) on an AMD EPYC with AVX-512 BF16 and no
@@ -98,16 +97,11 @@ def in_float32_on_cpu(attention: Callable) -> Callable:
     (docs/performance.md). Float32 is also the more exact of the two, so nothing is given up. Elsewhere (CUDA, float32
     inputs) `attention` runs as it is.
     """
-
-    @functools.wraps(attention)
-    def attention_in_float32(module, query, key, value, attention_mask, **kwargs):
-        dtype = query.dtype
-        if query.device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
-            return attention(module, query, key, value, attention_mask, **kwargs)
-        if attention_mask is not None and attention_mask.is_floating_point():
-            attention_mask = attention_mask.float()  # additive: 0 or the dtype's minimum; float32's is lower still
-        with torch.autocast("cpu", enabled=False):  # else autocast would cast the float32 inputs back to bf16
-            output, weights = attention(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
-        return output.to(dtype), None if weights is None else weights.to(dtype)
-
-    return attention_in_float32
+    dtype = query.dtype
+    if query.device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
+        return attention(module, query, key, value, attention_mask, **kwargs)
+    if attention_mask is not None and attention_mask.is_floating_point():
+        attention_mask = attention_mask.float()  # additive: 0 or the dtype's minimum; float32's is lower still
+    with torch.autocast("cpu", enabled=False):  # else autocast would cast the float32 inputs back to bf16
+        output, weights = attention(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+    return output.to(dtype), None if weights is None else weights.to(dtype)

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -289,7 +290,7 @@ class VaswaniMultiHeadAttention(nn.Module):
             self.config._attn_implementation, scaled_dot_product_attention
         )
         if self.config._attn_implementation == "sdpa":
-            attention = in_float32_on_cpu(attention)  # torch's bf16 SDPA is slower than float32 on a CPU
+            attention = partial(in_float32_on_cpu, attention)  # torch's bf16 SDPA is slower than float32 on a CPU
         output, weights = attention(
             self,
             q,

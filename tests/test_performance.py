@@ -2,6 +2,7 @@
 built once per generation, a compiled model never computes with an old copy of a weight, and the benchmark script
 runs end to end. (Speed itself is measured by scripts/benchmark.py, not here.)"""
 
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -135,7 +136,7 @@ def test_in_float32_on_cpu_gives_float32_attention_in_the_inputs_dtype():
     q, k, v = (torch.randn(2, 4, 5, 8, generator=torch.Generator().manual_seed(i)).bfloat16() for i in range(3))
     mask = torch.zeros(2, 1, 5, 5, dtype=torch.bfloat16)
     mask[0, ..., -2:] = torch.finfo(torch.bfloat16).min  # the first row's last two keys are padding
-    wrapped = in_float32_on_cpu(attention)
+    wrapped = partial(in_float32_on_cpu, attention)  # as the model calls it
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output, weights = wrapped(None, q, k, v, mask, scaling=0.5)
     assert calls == [(torch.float32, torch.float32, False, {"scaling": 0.5})] and weights is None
