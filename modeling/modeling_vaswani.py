@@ -93,6 +93,16 @@ def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
         )
 
 
+def check_label_smoothing(epsilon) -> float:
+    """Label smoothing's epsilon (Section 5.4): a number from 0 (none) up to, not including, 1."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not 0 <= epsilon < 1:
+        raise ValueError(
+            f"`label_smoothing` is {epsilon!r}: give the share of the target probability spread over the vocabulary, "
+            "a number from 0 (no smoothing) up to 1, e.g. 0.1 as in the paper."
+        )
+    return float(epsilon)
+
+
 def check_attention_mask(attention_mask: torch.Tensor | None, shape: torch.Size, name: str) -> None:
     if attention_mask is None or attention_mask.dim() != 2:  # 4D masks are taken as prepared by the caller
         return
@@ -888,16 +898,21 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             inputs_embeds, decoder_inputs_embeds: not supported (a ValueError).
             labels: target token ids, (B, T), -100 where no loss is wanted (padding). Turns the cache off.
             use_cache: return the cache for the next decoding step.
-            kwargs: `num_items_in_batch` (passed by Trainer) and transformers' `output_attentions` /
+            kwargs: `num_items_in_batch` (passed by Trainer), `label_smoothing` (epsilon of Section 5.4 for the
+                loss from `labels`; default 0.0, the plain cross-entropy) and transformers' `output_attentions` /
                 `output_hidden_states`; any other keyword raises a TypeError.
 
         Returns:
             `Seq2SeqLMOutput` with `logits` (B, T, V) and, with `labels`, `loss`: the mean token cross-entropy over
             labels other than -100, or its sum divided by `num_items_in_batch` when Trainer passes that count (so
-            gradient accumulation gives the gradient of one large batch). Label smoothing is Trainer's
-            (`label_smoothing_factor`), as in Section 5.4.
+            gradient accumulation gives the gradient of one large batch); with `label_smoothing` epsilon, the loss
+            against the smoothed target of Section 5.4, the same as Trainer's `label_smoothing_factor` computes from
+            the logits. Computed here, it runs inside the caller's autocast on the logits as they are (bf16 under
+            bf16 autocast), which is faster than Trainer's or a `compute_loss_func`: those get the logits after
+            accelerate has copied them to float32.
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        label_smoothing = check_label_smoothing(kwargs.pop("label_smoothing", 0.0))
         reject_unknown_kwargs(kwargs, type(self).__name__)
         if labels is not None:
             if not is_torchdynamo_compiling():
@@ -928,7 +943,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             logits = logits + self.final_logits_bias.to(logits.dtype)
         loss = None
         if labels is not None:
-            loss = cross_entropy(logits, labels, num_items_in_batch)
+            loss = cross_entropy(logits, labels, num_items_in_batch, label_smoothing)
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

@@ -44,12 +44,27 @@ class TokenBudgetTrainer(Seq2SeqTrainer):
 
     `args.learning_rate` is set to the schedule's peak and the LambdaLR factor shapes it, so the optimizer (Adam,
     with betas and epsilon from the arguments) and everything Trainer does with it (resume, logging) stay standard.
+
+    `smoothing_in_model`: the model computes the label-smoothed loss itself (vaswani's `forward(labels=...,
+    label_smoothing=...)`), given `args.label_smoothing_factor`, instead of Trainer's `LabelSmoother`. The same loss;
+    under bf16 autocast the model computes it from its bf16 logits, where Trainer gets them after accelerate has
+    copied them to float32, a copy of the (tokens x vocabulary) logits forward and another backward
+    (docs/performance.md).
     """
 
-    def __init__(self, *args, batch_sampler=None, d_model: int, warmup_steps: int, **kwargs):
+    def __init__(self, *args, batch_sampler=None, d_model: int, warmup_steps: int, smoothing_in_model: bool = False,
+                 **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
         self.batch_sampler = batch_sampler
         self.d_model, self.warmup_steps = d_model, warmup_steps
+        self.model_label_smoothing = 0.0
+        if smoothing_in_model and self.label_smoother is not None:
+            self.model_label_smoothing, self.label_smoother = self.label_smoother.epsilon, None  # labels stay in
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        if self.model_label_smoothing and "labels" in inputs:
+            inputs = {**inputs, "label_smoothing": self.model_label_smoothing}
+        return super().compute_loss(model, inputs, *args, **kwargs)
 
     def get_train_dataloader(self):
         if self.batch_sampler is None:

@@ -71,6 +71,28 @@ def test_fused_cross_entropy_matches_torch(monkeypatch, num_items_in_batch, bloc
     assert torch.all(grad[0, 3:] == 0)  # ignored positions get no gradient
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_cross_entropy_of_half_precision_logits_is_the_float32_one(monkeypatch, dtype):
+    """bf16 autocast gives bf16 logits: the loss reads them by blocks, computes in float32, and gives the same loss
+    and gradient, to the bit, as the float32 computation on the upcast logits with its gradient rounded back."""
+    monkeypatch.setattr(kernels_vaswani, "LOSS_BLOCK_LOGITS", 4 * 40)  # blocks of 4 rows, the last one partial
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(3, 5, 40)).to(dtype).requires_grad_()
+    labels = torch.randint(0, 40, (3, 5))
+    labels[1, 2:] = -100
+    loss = cross_entropy(logits, labels, label_smoothing=0.1)
+    (grad,) = torch.autograd.grad(loss, logits)
+    upcast = logits.detach().float().requires_grad_()
+    reference = F.cross_entropy(upcast.view(-1, 40), labels.view(-1), ignore_index=-100, label_smoothing=0.1)
+    (reference_grad,) = torch.autograd.grad(reference, upcast)
+    assert loss.dtype == torch.float32 and grad.dtype == dtype
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(grad, reference_grad.to(dtype))
+    monkeypatch.setattr(kernels_vaswani, "LOSS_BLOCK_LOGITS", 10**9)  # one block: the same result to the bit
+    whole = cross_entropy(logits, labels, label_smoothing=0.1)
+    assert torch.equal(loss, whole) and torch.equal(grad, torch.autograd.grad(whole, logits)[0])
+
+
 def test_label_smoothed_loss_is_trainers_label_smoother():
     """The job's compute_loss_func gives the loss and gradient of Seq2SeqTrainer's label_smoothing_factor."""
     from transformers.trainer_pt_utils import LabelSmoother
@@ -85,6 +107,66 @@ def test_label_smoothed_loss_is_trainers_label_smoother():
         trainers = LabelSmoother(epsilon=0.1)({"logits": logits}, labels, num_items_in_batch=num_items_in_batch)
         torch.testing.assert_close(ours, trainers)
         torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(trainers, logits)[0])
+
+
+def test_model_computes_the_label_smoothed_loss_of_trainers_label_smoother():
+    """forward(labels=..., label_smoothing=0.1) gives the loss and gradient Trainer's label_smoothing_factor computes
+    from the logits; a value that is no probability share is refused before any work."""
+    from transformers.trainer_pt_utils import LabelSmoother
+
+    model = tiny_model().eval()  # no dropout: the same logits in every call
+    torch.manual_seed(0)
+    input_ids, attention_mask = random_batch(3, 7)
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    out = model(input_ids, attention_mask=attention_mask, labels=labels, label_smoothing=0.1)
+    trainers = LabelSmoother(epsilon=0.1)({"logits": out.logits}, labels)
+    torch.testing.assert_close(out.loss, trainers)
+    weight = model.lm_head.weight
+    torch.testing.assert_close(torch.autograd.grad(out.loss, weight, retain_graph=True)[0],
+                               torch.autograd.grad(trainers, weight)[0])  # fmt: skip
+    plain = model(input_ids, attention_mask=attention_mask, labels=labels)  # the default: no smoothing
+    torch.testing.assert_close(plain.loss, F.cross_entropy(out.logits.view(-1, 128), labels.view(-1)))
+    assert not torch.isclose(plain.loss, out.loss)
+    for bad in (1.0, -0.1, "0.1", True):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            model(input_ids, attention_mask=attention_mask, labels=labels, label_smoothing=bad)
+
+
+def test_bf16_trainer_job_loss_reads_bf16_logits_in_the_model(monkeypatch, tmp_path):
+    """The main job's trainer under bf16 on a CPU: the model computes the label-smoothed loss from its bf16 logits
+    (Trainer would get them copied to float32 by accelerate), and trains to the same loss as Trainer's own
+    label_smoothing_factor path."""
+    from test_training import CollatorTokenizer, reverse_task
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from vaswani.scripts.recipe import TokenBudgetTrainer
+
+    seen = []
+    original = kernels_vaswani.FusedCrossEntropy.apply
+
+    def spy(logits, *args):
+        seen.append((logits.dtype, args[3]))  # dtype and epsilon
+        return original(logits, *args)
+
+    monkeypatch.setattr(kernels_vaswani.FusedCrossEntropy, "apply", spy)
+    data = reverse_task(32, vocab_size=16, seed=0)
+    losses = {}
+    for ours in (True, False):
+        torch.manual_seed(0)
+        model = tiny_model(vocab_size=16, d_model=32)
+        collator = DataCollatorForSeq2Seq(CollatorTokenizer(), model=model, label_pad_token_id=-100)
+        args = Seq2SeqTrainingArguments(
+            output_dir=str(tmp_path / str(ours)), per_device_train_batch_size=8, label_smoothing_factor=0.1,
+            max_steps=3, report_to=[], save_strategy="no", use_cpu=True, bf16=True, disable_tqdm=True, seed=0,
+        )  # fmt: skip
+        extra = dict(d_model=32, warmup_steps=2, smoothing_in_model=True) if ours else {}
+        trainer = (TokenBudgetTrainer if ours else Seq2SeqTrainer)(
+            model=model, args=args, train_dataset=data, data_collator=collator, **extra)  # fmt: skip
+        trainer.train()
+        losses[ours] = trainer.state.log_history[-1]["train_loss"]
+        if ours:
+            assert seen == [(torch.bfloat16, 0.1)] * 3  # every step's loss from bf16 logits, smoothed
+    assert losses[True] == pytest.approx(losses[False], rel=0.05)
 
 
 def test_all_ignored_labels_give_zero_loss_not_nan():
