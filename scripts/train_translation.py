@@ -29,6 +29,7 @@ from transformers import (
 )
 
 import vaswani
+from vaswani.modeling.modeling_vaswani import check_label_smoothing
 from vaswani.scripts import data as corpus
 from vaswani.scripts import plots, recipe
 
@@ -164,6 +165,10 @@ def check_args(args: argparse.Namespace) -> float:
         raise SystemExit(f"error: --average-span {args.average_span}: give a share of training between 0 and 1.")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         raise SystemExit(f"error: --dropout {args.dropout}: give a probability from 0 up to 1 (not 1).")
+    try:  # the model's own check, which would otherwise stop the job at its first step
+        check_label_smoothing(args.label_smoothing)
+    except ValueError as error:
+        raise SystemExit(f"error: --label-smoothing: {error}") from None
     if args.layers is not None and args.layers < 1:
         raise SystemExit(f"error: --layers {args.layers}: give at least 1 (encoder and decoder layers, N each).")
     if args.max_steps is not None and args.max_steps < 1:

@@ -94,7 +94,8 @@ def test_fused_cross_entropy_of_half_precision_logits_is_the_float32_one(monkeyp
 
 
 def test_label_smoothed_loss_is_trainers_label_smoother():
-    """The job's compute_loss_func gives the loss and gradient of Seq2SeqTrainer's label_smoothing_factor."""
+    """`label_smoothed_loss`, a compute_loss_func, gives the loss and gradient of Seq2SeqTrainer's
+    label_smoothing_factor."""
     from transformers.trainer_pt_utils import LabelSmoother
 
     torch.manual_seed(0)

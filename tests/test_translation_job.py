@@ -463,6 +463,7 @@ def write(path: Path, text: str) -> Path:
         (lambda d: ["--model-name-or-path", str(d), "--layers", "2"],
          r"--layers: the checkpoint given by --model-name-or-path decides"),
         (lambda d: ["--layers", "0"], r"--layers 0: give at least 1"),
+        (lambda d: ["--label-smoothing", "1.5"], r"--label-smoothing: `label_smoothing` is 1.5: give the share"),
         (lambda d: ["--model-name-or-path", str(d / "a" / "b" / "model")], r"neither a folder nor a Hub id"),
     ],
 )  # fmt: skip
