@@ -176,6 +176,20 @@ class BudgetProgress(ProgressCallback):
         super().on_log(args, state, control, logs=logs, **kwargs)
 
 
+def attention_without_per_shape_plans() -> bool:
+    """Leaves cuDNN's attention out of torch's SDPA on a CUDA GPU, for the rest of the process; True where it did.
+
+    Why: token-count batches come in a new shape nearly every step (88 shapes in 100 steps of the main job), and
+    cuDNN's attention, which torch 2.11's SDPA picks for bf16 on a Hopper GPU, builds a plan for each new shape on
+    the CPU: 40 ms per attention call forward and 43 ms backward. On an H200 that was 92% of the job's step (2.5
+    steps/s, slower than on 2 CPU cores; docs/performance.md). Flash and memory-efficient attention, which SDPA
+    picks instead, need no plan. A CPU has no cuDNN: nothing changes there."""
+    if not torch.cuda.is_available() or not torch.backends.cuda.cudnn_sdp_enabled():
+        return False
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    return True
+
+
 def bf16_matmul_speedup(rows: int, inner: int, columns: int) -> float:
     """How many times faster this machine multiplies bfloat16 matrices than float32 ones, at one of the model's own
     shapes: (rows x inner) @ (inner x columns). The best of 5 timed rounds of 4 products in each dtype, after a
