@@ -105,8 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dropout",
         type=float,
         default=0.0,
-        help="P_drop of the model (paper: 0.1, the presets' value; default: 0.0, because a 15-minute run sees each "
-        "verse about once and dropout only slows it; give 0.1 for runs of many epochs; docs/training.md)",
+        help="P_drop of the model (paper: 0.1, the presets' value; default: 0.0, because in the four or so passes of a "
+        "15-minute run dropout only slows learning; give 0.1 for runs of many epochs; docs/training.md)",
     )
     r.add_argument("--average-checkpoints", type=int, default=5, help="average the last N checkpoints (paper: 5)")
     r.add_argument(
