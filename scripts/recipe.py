@@ -40,6 +40,7 @@ class TokenBudgetTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer with token-count batches and the paper's learning-rate schedule.
 
     `batch_sampler` (a `data.TokenBatchSampler`, or None for Trainer's own batches) forms the training batches;
+    with it, cuDNN's attention is left out of SDPA on a CUDA GPU (`attention_without_per_shape_plans`);
     `d_model` and `warmup_steps` shape the schedule (`paper_learning_rate`). Other arguments are Seq2SeqTrainer's.
 
     `args.learning_rate` is set to the schedule's peak and the LambdaLR factor shapes it, so the optimizer (Adam,
@@ -69,6 +70,7 @@ class TokenBudgetTrainer(Seq2SeqTrainer):
     def get_train_dataloader(self):
         if self.batch_sampler is None:
             return super().get_train_dataloader()
+        attention_without_per_shape_plans()  # token-count batches: a new shape nearly every step
         loader = torch.utils.data.DataLoader(
             self.train_dataset,
             batch_sampler=self.batch_sampler,
@@ -183,10 +185,12 @@ def attention_without_per_shape_plans() -> bool:
     cuDNN's attention, which torch 2.11's SDPA picks for bf16 on a Hopper GPU, builds a plan for each new shape on
     the CPU: 40 ms per attention call forward and 43 ms backward. On an H200 that was 92% of the job's step (2.5
     steps/s, slower than on 2 CPU cores; docs/performance.md). Flash and memory-efficient attention, which SDPA
-    picks instead, need no plan. A CPU has no cuDNN: nothing changes there."""
+    picks instead, need no plan. A CPU has no cuDNN: nothing changes there. `TokenBudgetTrainer` calls it when it
+    forms token-count batches."""
     if not torch.cuda.is_available() or not torch.backends.cuda.cudnn_sdp_enabled():
         return False
     torch.backends.cuda.enable_cudnn_sdp(False)
+    logger.info("CUDA: SDPA without cuDNN attention, which plans anew for every batch shape")
     return True
 
 

@@ -390,8 +390,6 @@ def run(args: argparse.Namespace) -> dict | None:
     d_model = getattr(args, "d_model", None) or vaswani.PRESETS[args.preset]["d_model"]  # the schedule's scale, §5.3
     peak = args.peak_learning_rate or recipe.paper_learning_rate(PAPER_WARMUP_STEPS, d_model, PAPER_WARMUP_STEPS)
     args.bf16 = use_bf16(args, d_model)  # measured once: every later use reads the same decision
-    if recipe.attention_without_per_shape_plans():
-        logger.info("CUDA: SDPA without cuDNN attention, which plans anew for every batch shape")
     training_args = training_arguments(args, peak, args.bf16)
     if training_args.process_index == 0:
         record_bf16(args.output_dir, args)
