@@ -192,6 +192,12 @@ def test_tiny_end_to_end_run(tiny_job):
     assert any((output_dir / "tensorboard").iterdir())
 
 
+def test_predictions_keep_one_line_per_test_pair(tmp_path):
+    path = tmp_path / "generated_predictions.txt"
+    train_translation.write_predictions(path, ["Das Haus ist klein.", "", "Zwei\nZeilen", "Ende."])
+    assert path.read_text(encoding="utf-8").split("\n") == ["Das Haus ist klein.", "", "Zwei Zeilen", "Ende.", ""]
+
+
 @pytest.mark.parametrize("model_type", ["vaswani", "marian"])
 def test_layers_sets_the_depth_of_both_stacks(tiny_job, model_type):
     output_dir, _ = tiny_job
