@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import random_batch, tiny_model
-from test_training import CollatorTokenizer, reverse_task
+from test_training import CollatorTokenizer, reverse_task, token_budget_trainer
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
 from vaswani.modeling import kernels_vaswani
@@ -181,19 +181,11 @@ def test_token_batches_train_without_a_cudnn_attention_plan_per_shape(tmp_path):
     """Token-count batches change shape every step; cuDNN's attention (torch's SDPA choice for bf16 on a Hopper GPU)
     builds a plan per shape, 40 ms of CPU a call. TokenBudgetTrainer, given token-count batches, switches it off: bf16
     steps of three shapes, profiled, run no cuDNN attention, and their attention gets its gradient."""
-    from vaswani.scripts.data import TokenBatchSampler
-    from vaswani.scripts.recipe import TokenBudgetTrainer
-
     before = torch.backends.cuda.cudnn_sdp_enabled()
     try:
-        data = reverse_task(64, vocab_size=16, seed=0)
-        sampler = TokenBatchSampler([len(f["input_ids"]) for f in data], [len(f["labels"]) for f in data], 64)
-        args = Seq2SeqTrainingArguments(
-            output_dir=str(tmp_path), report_to=[], use_cpu=torch.device(DEVICE).type == "cpu"
-        )
         model = tiny_model(attn_implementation="sdpa").train().to(DEVICE)
-        trainer = TokenBudgetTrainer(model=model, args=args, train_dataset=data, batch_sampler=sampler, d_model=32,
-                                     warmup_steps=10, data_collator=DataCollatorForSeq2Seq(CollatorTokenizer()))  # fmt: skip
+        data = reverse_task(64, vocab_size=16, seed=0)
+        trainer = token_budget_trainer(model, data, tmp_path, use_cpu=torch.device(DEVICE).type == "cpu")
         trainer.get_train_dataloader()
         assert not torch.cuda.is_available() or not torch.backends.cuda.cudnn_sdp_enabled()
         with torch.profiler.profile() as profile:

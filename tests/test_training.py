@@ -16,6 +16,20 @@ def reverse_task(n: int, vocab_size: int, seed: int, min_len: int = 3, max_len: 
     return examples
 
 
+def token_budget_trainer(model, data: list[dict], output_dir, token_batches: bool = True, use_cpu: bool = True):
+    """The main job's `TokenBudgetTrainer` for a d_model-32 `model` on `data` (e.g. `reverse_task`), with token-count
+    batches of at most 64 tokens a side (`token_batches`) or Trainer's own batches."""
+    from vaswani.scripts.data import TokenBatchSampler
+    from vaswani.scripts.recipe import TokenBudgetTrainer
+
+    sampler = None
+    if token_batches:
+        sampler = TokenBatchSampler([len(f["input_ids"]) for f in data], [len(f["labels"]) for f in data], 64)
+    args = Seq2SeqTrainingArguments(output_dir=str(output_dir), report_to=[], use_cpu=use_cpu)
+    return TokenBudgetTrainer(model=model, args=args, train_dataset=data, batch_sampler=sampler, d_model=32,
+                              warmup_steps=10, data_collator=DataCollatorForSeq2Seq(CollatorTokenizer()))  # fmt: skip
+
+
 class LossRecorder(TrainerCallback):
     def __init__(self):
         self.losses = []

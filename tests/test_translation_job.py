@@ -101,18 +101,13 @@ def test_token_batches_leave_cudnn_attention_out_only_with_token_batches(monkeyp
     """TokenBudgetTrainer switches cuDNN's attention off (a plan per batch shape on a GPU) when it forms token-count
     batches, and leaves it alone with Trainer's own batches (tests/test_cuda.py checks the effect on a GPU)."""
     from conftest import tiny_model
-    from test_training import CollatorTokenizer, reverse_task
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
+    from test_training import reverse_task, token_budget_trainer
 
     calls = []
     monkeypatch.setattr(recipe, "attention_without_per_shape_plans", lambda: calls.append(1) or False)
     data = reverse_task(32, vocab_size=16, seed=0)
-    sampler = corpus.TokenBatchSampler([len(f["input_ids"]) for f in data], [len(f["labels"]) for f in data], 64)
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
-    for batch_sampler, expected in ((None, []), (sampler, [1])):
-        trainer = recipe.TokenBudgetTrainer(model=tiny_model(vocab_size=16, d_model=32), args=args, train_dataset=data,
-                                            batch_sampler=batch_sampler, d_model=32, warmup_steps=10,
-                                            data_collator=DataCollatorForSeq2Seq(CollatorTokenizer()))  # fmt: skip
+    for token_batches, expected in ((False, []), (True, [1])):
+        trainer = token_budget_trainer(tiny_model(vocab_size=16, d_model=32), data, tmp_path, token_batches)
         trainer.get_train_dataloader()
         assert calls == expected
 
