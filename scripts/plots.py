@@ -111,9 +111,8 @@ def plot_attention(model, tokenizer, sentence: str, output_dir: Path) -> list[Pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
     import vaswani  # noqa: F401  (registers the Auto classes)
+    from vaswani.scripts.recipe import load_model_and_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a folder (or Hub id) with the model and its tokenizer")
@@ -121,8 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("attention"))
     parser.add_argument("--trust-remote-code", action="store_true")
     args = parser.parse_args(argv)
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
+    try:
+        model, tokenizer = load_model_and_tokenizer(args.checkpoint, trust_remote_code=args.trust_remote_code)
+    except ValueError as error:
+        parser.error(str(error))
     for path in plot_attention(model, tokenizer, args.sentence, args.output_dir):
         print(path)
 

@@ -232,6 +232,15 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
     return {name: (tensor / len(paths)).float() for name, tensor in total.items()}
 
 
+def saved_models_in(folder: Path) -> str:
+    """A hint naming the saved models one level inside `folder`, such as the job's --output-dir (runs/en-de) whose
+    final model is runs/en-de/model, among its checkpoints; "" if there are none."""
+    inner = sorted(str(config.parent) for config in folder.glob("*/config.json"))
+    if str(folder / "model") in inner:
+        return f" Did you mean {folder / 'model'}?"
+    return f" The saved models in it: {', '.join(inner[:3])}{', ...' if len(inner) > 3 else '.'}" if inner else ""
+
+
 def check_model_location(name: str) -> str:
     """`name` if it is a folder or could be a Hub id ("owner/name"); otherwise a ValueError saying it is neither
     (transformers would say "Repo id must be in the form 'repo_name'..." of a mistyped folder)."""
@@ -239,6 +248,8 @@ def check_model_location(name: str) -> str:
     from huggingface_hub.utils import validate_repo_id
 
     if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise ValueError(f"{name} is a folder without config.json, not a saved model.{saved_models_in(Path(name))}")
         return name
     try:
         validate_repo_id(name)
@@ -250,6 +261,21 @@ def check_model_location(name: str) -> str:
     if Path(name).exists():
         raise ValueError(f"{name} is a file: give the folder that holds the model and its tokenizer.")
     return name
+
+
+def load_model_and_tokenizer(name: str, trust_remote_code: bool = False):
+    """The model and tokenizer saved in folder or Hub id `name`, or a ValueError that says which it was taken for
+    and why it did not load (a missing folder of the form "owner/name" is tried on the Hub)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    check_model_location(name)
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        taken_for = "" if Path(name).is_dir() else f"there is no folder {name} here, and as a Hub id: "
+        raise ValueError(f"cannot load a model and tokenizer from {name}: {taken_for}{error}") from None
+    return model, tokenizer
 
 
 def length_batches(sentences: list[str], batch_size: int) -> list[list[int]]:

@@ -10,10 +10,9 @@ import argparse
 import sys
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vaswani  # noqa: F401  (registers the Auto classes)
-from vaswani.scripts.recipe import check_model_location, translate
+from vaswani.scripts.recipe import check_model_location, load_model_and_tokenizer, translate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,10 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     if not sentences:
         parser.error("no sentences given (as arguments or on stdin)")
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
-    except OSError as error:
-        parser.error(f"cannot load a model and tokenizer from {args.checkpoint}: {error}")
+        model, tokenizer = load_model_and_tokenizer(args.checkpoint, trust_remote_code=args.trust_remote_code)
+    except ValueError as error:
+        parser.error(str(error))
     if torch.cuda.is_available():
         model = model.cuda()
     # A blank line stays a blank line, so that the output lines up with the input (translated, it came out as "Und").

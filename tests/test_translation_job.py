@@ -261,6 +261,38 @@ def test_translate_names_a_path_that_is_neither_a_folder_nor_a_hub_id(where, tmp
     assert where in error and ("neither a folder nor a Hub id" in error or "is a file" in error), error
 
 
+@pytest.mark.parametrize("script", ["translate", "plots"])
+def test_the_jobs_output_folder_points_to_the_model_inside_it(script, tiny_job, capsys):
+    """`vaswani-translate runs/en-de` (the job's --output-dir, not its model) names runs/en-de/model, not a
+    ValueError from inside transformers."""
+    from vaswani.scripts import plots, translate
+
+    output_dir, _ = tiny_job
+    with pytest.raises(SystemExit):
+        {"translate": translate, "plots": plots}[script].main([str(output_dir), "The house is small."])
+    error = capsys.readouterr().err
+    assert f"{output_dir} is a folder without config.json" in error, error
+    assert f"Did you mean {output_dir / 'model'}?" in error, error
+
+
+def test_a_folder_of_saved_models_is_named_in_the_error(tmp_path):
+    for inner in ("a", "b"):
+        (tmp_path / "runs" / inner).mkdir(parents=True)
+        (tmp_path / "runs" / inner / "config.json").write_text("{}")
+    expected = r"runs is a folder without config.json, not a saved model. The saved models in it: .*runs/a, .*runs/b\.$"
+    with pytest.raises(ValueError, match=expected):
+        recipe.check_model_location(str(tmp_path / "runs"))
+
+
+def test_attention_plot_script_names_a_path_that_is_neither_a_folder_nor_a_hub_id(tmp_path, capsys):
+    from vaswani.scripts import plots
+
+    with pytest.raises(SystemExit):
+        plots.main(["./missing/model", "The house is small.", "--output-dir", str(tmp_path)])
+    assert "./missing/model is neither a folder nor a Hub id" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_trained_model_beam_search_is_the_same_with_and_without_the_cache(tiny_job):
     """On real text: the test books' first sentences, decoded with the paper's beam search by the trained model."""
     output_dir, _ = tiny_job
