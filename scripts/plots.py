@@ -58,9 +58,22 @@ def attention_maps(model, tokenizer, sentence: str, max_new_tokens: int = 60):
         out = model(**batch, decoder_input_ids=generated, output_attentions=True)
     finally:
         model.set_attn_implementation(implementation)
-    source = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
-    target = tokenizer.convert_ids_to_tokens(generated[0])
-    return out, [t.replace("Ġ", "▁") for t in source], [t.replace("Ġ", "▁") for t in target], generated
+    return out, token_labels(tokenizer, batch["input_ids"][0]), token_labels(tokenizer, generated[0]), generated
+
+
+def token_labels(tokenizer, ids) -> list[str]:
+    """Each token as text, "▁" marking a word's start as sentencepiece does. Byte-level BPE stores a token as its
+    bytes written as characters ("ä" is "Ã¤", a space "Ġ"), so each token is decoded on its own; a token holding
+    part of a character shows "�"."""
+    labels = []
+    for token in tokenizer.convert_ids_to_tokens(ids):
+        if token in tokenizer.all_special_tokens:
+            labels.append(token)
+            continue
+        text = tokenizer.convert_tokens_to_string([token])
+        starts_word = text.startswith(" ") or token.startswith("▁")  # sentencepiece's decoding drops its "▁"
+        labels.append("▁" + text.lstrip(" ") if starts_word else text)
+    return labels
 
 
 def panel_size(queries: int, keys: int) -> tuple[float, float]:

@@ -140,6 +140,15 @@ def marian_tokenizer(tmp_path) -> MarianTokenizer:
     return MarianTokenizer(str(tmp_path / "source.spm"), str(tmp_path / "target.spm"), str(tmp_path / "vocab.json"))
 
 
+def test_attention_plot_labels_of_a_sentencepiece_tokenizer(marian_tokenizer):
+    from vaswani.scripts.plots import token_labels
+
+    ids = marian_tokenizer("The house is small.")["input_ids"]
+    labels = token_labels(marian_tokenizer, ids)
+    assert labels[-1] == "</s>" and labels[0].startswith("▁"), labels
+    assert "".join(labels[:-1]).replace("▁", " ").strip() == "The house is small."
+
+
 def test_marian_tokenizer_works_unchanged(marian_tokenizer, tmp_path):
     pad = marian_tokenizer.pad_token_id
     marian = random_marian(**{**SHAPES["opus-mt"], "vocab_size": len(marian_tokenizer), "pad_token_id": pad,

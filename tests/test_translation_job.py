@@ -324,6 +324,19 @@ def test_the_job_stops_before_training_when_cached_decoding_is_wrong(tmp_path, m
     assert not list((tmp_path / "run").glob("checkpoint-*"))  # stopped before any training
 
 
+def test_attention_plot_labels_are_text_not_byte_level_characters():
+    """Byte-level BPE stores "König" as "ĠKÃ¶nig"; the pictures' axes show "▁König"."""
+    from vaswani.scripts.plots import token_labels
+
+    sentences = ["Der König ist alt.", "Der Vorsänger singt.", "Die Straße ist groß."] * 20
+    tokenizer = vaswani.VaswaniTokenizer.train(sentences, vocab_size=300)
+    ids = tokenizer("Der König ist alt.")["input_ids"]
+    labels = token_labels(tokenizer, ids)
+    assert labels[-1] == "</s>" and not any("Ã" in label or "Ġ" in label for label in labels), labels
+    assert "".join(labels[:-1]).replace("▁", " ") == "Der König ist alt."
+    assert "▁König" in labels
+
+
 def test_attention_plot_script(tiny_job, tmp_path):
     from vaswani.scripts import plots
 
