@@ -65,9 +65,10 @@ def token_labels(tokenizer, ids) -> list[str]:
     """Each token as text, "▁" marking a word's start as sentencepiece does. Byte-level BPE stores a token as its
     bytes written as characters ("ä" is "Ã¤", a space "Ġ"), so each token is decoded on its own; a token holding
     part of a character shows "�"."""
+    special = set(tokenizer.all_special_tokens)  # a property that rebuilds its list on every access
     labels = []
     for token in tokenizer.convert_ids_to_tokens(ids):
-        if token in tokenizer.all_special_tokens:
+        if token in special:
             labels.append(token)
             continue
         text = tokenizer.convert_tokens_to_string([token])
