@@ -22,6 +22,7 @@ This file imports only torch and transformers: it runs where vaswani is not inst
 import contextlib
 import functools
 import inspect
+import platform
 from collections.abc import Callable
 from itertools import chain
 
@@ -58,6 +59,18 @@ def without_hub_kernels(kwargs: dict) -> dict:
     if TAKES_USE_KERNELS and kwargs.get("use_kernels") is None:
         kwargs = {**kwargs, "use_kernels": False}
     return kwargs
+
+
+def cpu_lacks_bf16() -> bool:
+    """Whether this is an x86 CPU without bf16 instructions (neither AVX-512 BF16 nor AMX), where torch emulates
+    bf16 arithmetic and bf16 weights decode slower than float32 ones. False where torch cannot tell (its probes are
+    private, `torch.cpu._is_avx512_bf16_supported` in 2.13 and 2.14) and on other architectures."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if None in probes:
+        return False
+    return not any(probe() for probe in probes)
 
 
 # What may arrive in a forward's `**kwargs` besides its declared arguments: transformers' output switches (read by

@@ -44,6 +44,7 @@ from .compat_vaswani import (
     accepts_past_key_values,
     cache_of,
     causal_mask,
+    cpu_lacks_bf16,
     reject_unknown_kwargs,
     with_cache,
     without_hub_kernels,
@@ -296,11 +297,10 @@ class VaswaniMultiHeadAttention(nn.Module):
         q = self.split_heads(self.q_proj(hidden_states))  # (B, h, T, d_k)
         source = key_value_states if self.is_cross_attention else hidden_states
         k, v = self.project_key_value(source, cache)  # (B, h, L, d_k)
-        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, scaled_dot_product_attention
-        )
-        if self.config._attn_implementation == "sdpa":
-            attention = partial(in_float32_on_cpu, attention)  # torch's bf16 SDPA is slower than float32 on a CPU
+        implementation = self.config._attn_implementation  # read once: a config attribute costs 1-2 us a read
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, scaled_dot_product_attention)
+        if implementation == "sdpa" and q.dtype != torch.float32:
+            attention = partial(in_float32_on_cpu, attention)  # torch's bf16 SDPA backward is slow on a CPU
         output, weights = attention(
             self,
             q,
@@ -315,6 +315,11 @@ class VaswaniMultiHeadAttention(nn.Module):
         return self.out_proj(output), weights
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout (Section 5.4), not called at all outside training: decoding makes a dozen such calls per token."""
+    return nn.functional.dropout(x, p, training) if training and p > 0 else x
+
+
 class PositionwiseFeedForward(nn.Module):
     """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, applied to each position alike. Section 3.3."""
 
@@ -327,7 +332,7 @@ class PositionwiseFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.activation(self.fc1(x))  # (B, T, d_ff)
-        x = nn.functional.dropout(x, p=self.activation_dropout, training=self.training)
+        x = dropout(x, self.activation_dropout, self.training)
         return self.fc2(x)  # (B, T, d_model)
 
 
@@ -344,8 +349,8 @@ class ResidualSublayer(nn.Module):
 
     def forward(self, x: torch.Tensor, sublayer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         if self.pre_layer_norm:
-            return x + nn.functional.dropout(sublayer(self.layer_norm(x)), self.dropout, self.training)
-        return self.layer_norm(x + nn.functional.dropout(sublayer(x), self.dropout, self.training))
+            return x + dropout(sublayer(self.layer_norm(x)), self.dropout, self.training)
+        return self.layer_norm(x + dropout(sublayer(x), self.dropout, self.training))
 
 
 class VaswaniEncoderLayer(GradientCheckpointingLayer):
@@ -560,7 +565,7 @@ def embed(
     if config.scale_embedding:
         x = x * math.sqrt(config.d_model)
     x = x + positions(past_length, input_ids.shape[1]).to(x.dtype)  # (T, d_model) broadcasts over B
-    return nn.functional.dropout(x, p=config.dropout, training=training)
+    return dropout(x, config.dropout, training)
 
 
 class VaswaniEncoder(VaswaniPreTrainedModel):
@@ -997,6 +1002,12 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
                 kwargs["max_new_tokens"] = source.shape[-1] + MAX_OUTPUT_LENGTH_OFFSET
         if (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic"):
             self.cover_decoder_positions(config, kwargs)
+        if self.dtype == torch.bfloat16 and self.device.type == "cpu" and cpu_lacks_bf16():
+            logger.warning_once(
+                "This model's weights are bfloat16, but this CPU has no bf16 instructions (AVX-512 BF16 or AMX): "
+                "torch emulates them, and decoding is slower than in float32. Call `model.float()`, or load without "
+                "`dtype=torch.bfloat16`."
+            )
         return super().generate(inputs, generation_config=generation_config, **kwargs)
 
     def cover_decoder_positions(self, config, kwargs: dict) -> None:

@@ -3,8 +3,8 @@
 vaswani-serving-quality runs/en-de/model                      # the main job's model: all 1,137 test verses
 vaswani-serving-quality runs/en-de/model --max-sentences 300  # the first 300
 
-The same sentences go through PyTorch in float32 (eager), PyTorch int8 (`torch.ao.quantization.quantize_dynamic`)
-and, where `ctranslate2` is installed, CTranslate2 in float32 and int8 (`vaswani-convert-ctranslate2`), each with the
+The same sentences go through PyTorch in float32 (eager), PyTorch int8 (`torch.ao.quantization.quantize_dynamic`),
+PyTorch with bf16 weights (`model.to(torch.bfloat16)`) and, where `ctranslate2` is installed, CTranslate2 in float32 and int8 (`vaswani-convert-ctranslate2`), each with the
 paper's decoding (beam 4, length penalty 0.6, output up to input + 50 tokens) in batches of 32 sentences of similar
 length. It prints one table: sacreBLEU BLEU and chrF, the change against float32, and the seconds each path took.
 Paths run one after the other in this process, so the speed column compares within one run only.
@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> str:
             sources,
             batch_size=BATCH_SIZE,
         ),  # fmt: skip
+        # bf16 weights, as `from_pretrained(..., dtype=torch.bfloat16)` loads them
+        "PyTorch bf16": lambda: recipe.translate(
+            copy.deepcopy(model).to(torch.bfloat16), tokenizer, sources, batch_size=BATCH_SIZE
+        ),
     }
     work_dir = tempfile.TemporaryDirectory()
     try:

@@ -216,7 +216,8 @@ def test_in_float32_on_cpu_gives_float32_attention_in_the_inputs_dtype():
         output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=kwargs["scaling"])
         return output.transpose(1, 2), None  # (B, T, h, d_k)
 
-    q, k, v = (torch.randn(2, 4, 5, 8, generator=torch.Generator().manual_seed(i)).bfloat16() for i in range(3))
+    q, k, v = (torch.randn(2, 4, 5, 8, generator=torch.Generator().manual_seed(i)).bfloat16().requires_grad_()
+               for i in range(3))  # fmt: skip
     mask = torch.zeros(2, 1, 5, 5, dtype=torch.bfloat16)
     mask[0, ..., -2:] = torch.finfo(torch.bfloat16).min  # the first row's last two keys are padding
     wrapped = partial(in_float32_on_cpu, attention)  # as the model calls it
@@ -225,24 +226,64 @@ def test_in_float32_on_cpu_gives_float32_attention_in_the_inputs_dtype():
     assert calls == [(torch.float32, torch.float32, False, {"scaling": 0.5})] and weights is None
     expected = attention(None, q.float(), k.float(), v.float(), mask.float(), scaling=0.5)[0]
     assert output.dtype == torch.bfloat16 and torch.equal(output, expected.bfloat16())
+    output.float().sum().backward()  # the gradient reaches the bf16 inputs through the casts
+    assert q.grad.dtype == torch.bfloat16 and q.grad.abs().sum() > 0
     # float32 inputs go through untouched
     calls.clear()
     output32, _ = wrapped(None, q.float(), k.float(), v.float(), mask.float(), scaling=0.5)
     assert torch.equal(output32, expected) and calls[0][:2] == (torch.float32, torch.float32)
+    # Without a gradient to compute (decoding), bf16's forward pass is as fast as float32's: no casts.
+    calls.clear()
+    with torch.no_grad():
+        output16, _ = wrapped(None, q, k, v, mask, scaling=0.5)
+    assert calls[0][:2] == (torch.bfloat16, torch.bfloat16) and output16.dtype == torch.bfloat16
+    torch.testing.assert_close(output16.float(), expected.detach(), atol=3e-2, rtol=3e-2)
 
 
 def test_benchmark_script_runs(tmp_path):
     table = benchmark.main(["--sizes", "tiny", "--repeats", "1", "--warmup", "1", "--batch-size", "4",
                             "--source-length", "8", "--target-length", "8", "--new-tokens", "4",
-                            "--generation-batch-sizes", "2", "--inference-paths",
+                            "--generation-batch-sizes", "1", "--inference-paths", "--profile-decoding",
                             "--output", str(tmp_path / "bench.md")])  # fmt: skip
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
     for name in ("train tokens/s, fp32", "train MFU, fp32", "train step peak memory, MiB",
-                 "greedy new tokens/s, batch 2", "beam-4 new tokens/s, batch 2"):  # fmt: skip
+                 "greedy new tokens/s, batch 1", "beam-4 new tokens/s, batch 1"):  # fmt: skip
         assert name in rows and rows[name].rstrip(" |").endswith("x"), name
-    for path in ("eager (fp32)", "torch.compile, static cache", "int8 (quantize_dynamic)", "CTranslate2 int8"):
-        assert rows[f"tiny, batch 2: {path}"].rstrip(" |").endswith("x"), path
+    for decoding in ("greedy", "beam-4"):
+        for path in ("eager (fp32)", "torch.compile, static cache", "bf16 weights", "int8 (quantize_dynamic)",
+                     "CTranslate2 float32", "CTranslate2 int8"):  # fmt: skip
+            assert rows[f"tiny, batch 1, {decoding}: {path}"].rstrip(" |").endswith("x"), path
+        # the profile: vaswani and MarianMT, shares of generate's time that add up to the whole
+        profile = [line for line in table.splitlines() if line.startswith(f"| tiny, batch 1, {decoding} |")]
+        assert [line.split("|")[2].strip() for line in profile] == ["vaswani", "MarianMT"]
+        for line in profile:
+            cells = [cell.strip() for cell in line.strip(" |").split("|")]
+            shares = [int(cell.rstrip("%")) for cell in cells[3:]]
+            assert float(cells[2]) > 0 and shares[0] > 0 and abs(sum(shares) - 100) <= len(shares)
+    assert "Streaming bandwidth measured here" in table
+    assert "tiny, batch 1, greedy: fastest PyTorch path" in table and "of the weight-streaming bound" in table
     assert (tmp_path / "bench.md").read_text().strip() == table.strip()
+
+
+def test_a_decoding_step_reads_the_decoder_weights_but_the_cross_attention_keys_and_values():
+    model = tiny_model()
+    config = model.config
+    d, ff, V = config.d_model, config.decoder_ffn_dim, config.vocab_size
+    per_layer = 6 * d * d + 2 * d * ff  # self q/k/v/out, cross q/out, feed-forward
+    vectors = 6 * d + ff + d + 3 * 2 * d  # their biases and three LayerNorms
+    assert benchmark.decoding_step_bytes(model, 2) == config.decoder_layers * (2 * per_layer + 4 * vectors) + 2 * V * d
+
+
+def test_the_step_clock_puts_everything_back():
+    from transformers.generation import LogitsProcessorList
+
+    model = tiny_model()
+    input_ids, attention_mask = random_batch(2, 5)
+    before = LogitsProcessorList.__call__
+    with benchmark.StepClock(model) as clock:
+        model.generate(input_ids, attention_mask=attention_mask, num_beams=2, max_new_tokens=3)
+    assert clock.seconds["decoder forward"] > 0 and clock.seconds["beam cache reorder"] > 0
+    assert "forward" not in model.__dict__ and LogitsProcessorList.__call__ is before
 
 
 def test_labels_outside_the_vocabulary_are_refused_clearly():

@@ -146,6 +146,49 @@ def test_dynamic_int8_quantization_quantizes_every_linear_map_and_keeps_the_outp
         assert torch.equal(quantized.generate(**batch), model.generate(**batch))
 
 
+# ---- bf16 weights ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_bf16_weights_translate_as_float32_through_generate_and_the_pipeline(trained, tokenizer, num_beams):
+    model, folder = trained
+    batch = source_batch(tokenizer)
+    expected = model.generate(**batch, num_beams=num_beams)
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    converted = copy.deepcopy(model).to(torch.bfloat16)
+    for bf16 in (loaded, converted):
+        assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+        with torch.no_grad():
+            assert torch.equal(bf16.generate(**batch, num_beams=num_beams), expected)
+    translator = vaswani.pipeline("translation", folder, dtype=torch.bfloat16, num_beams=num_beams)
+    assert translator.model.dtype == torch.bfloat16
+    assert [r[0]["translation_text"] for r in translator([s for s, _ in PAIRS])] == [t for _, t in PAIRS]
+    with pytest.raises(ValueError, match=r"applies to a model loaded from a path.*model.to\(torch.bfloat16\)"):
+        vaswani.pipeline("translation", model, tokenizer=tokenizer, dtype=torch.bfloat16)
+
+
+def test_bf16_weights_on_a_cpu_without_bf16_instructions_say_it_is_slower(trained, tokenizer, monkeypatch, caplog):
+    from transformers.utils import logging as hf_logging
+
+    from vaswani.modeling import modeling_vaswani
+
+    model, _ = trained
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    batch = source_batch(tokenizer)
+    hf_logging.warning_once.cache_clear() if hasattr(hf_logging.warning_once, "cache_clear") else None
+    monkeypatch.setattr(modeling_vaswani, "cpu_lacks_bf16", lambda: False)
+    with caplog.at_level("WARNING"):
+        bf16.generate(**batch, num_beams=1, max_new_tokens=3)
+        model.generate(**batch, num_beams=1, max_new_tokens=3)
+    assert "no bf16 instructions" not in caplog.text
+    monkeypatch.setattr(modeling_vaswani, "cpu_lacks_bf16", lambda: True)
+    model.generate(**batch, num_beams=1, max_new_tokens=3)  # float32 weights: nothing to say
+    assert "no bf16 instructions" not in caplog.text
+    with caplog.at_level("WARNING"):
+        bf16.generate(**batch, num_beams=1, max_new_tokens=3)
+    assert "no bf16 instructions (AVX-512 BF16 or AMX)" in caplog.text and "model.float()" in caplog.text
+
+
 # ---- CTranslate2 ------------------------------------------------------------------------------------------------
 
 
@@ -280,7 +323,7 @@ def test_serving_quality_script_scores_every_path_on_the_test_books(trained):
     table = serving_quality.main([str(folder), "--max-sentences", "3"])
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| path", "| ---"))]
     assert [row.split("|")[1].strip() for row in rows] == [
-        "PyTorch float32", "PyTorch int8 (quantize_dynamic)", "CTranslate2 float32", "CTranslate2 int8"
+        "PyTorch float32", "PyTorch int8 (quantize_dynamic)", "PyTorch bf16", "CTranslate2 float32", "CTranslate2 int8"
     ]  # fmt: skip
     assert "3 test pairs" in table
 
