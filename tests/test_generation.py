@@ -1,6 +1,7 @@
 import pytest
 import torch
 from conftest import random_batch, tiny_model
+from transformers.cache_utils import EncoderDecoderCache
 
 from vaswani.modeling.compat_vaswani import cache_of
 from vaswani.modeling.modeling_vaswani import MAX_OUTPUT_LENGTH_OFFSET
@@ -114,3 +115,29 @@ def test_static_cache_decodes_like_the_dynamic_cache(num_beams, depths):
     dynamic = model.generate(input_ids, **kwargs)
     static = model.generate(input_ids, cache_implementation="static", **kwargs)
     assert torch.equal(static, dynamic)
+
+
+@pytest.mark.parametrize("cache_implementation", [None, "static"])
+def test_beam_search_reorders_only_the_self_attention_cache_and_decodes_as_a_full_reorder(cache_implementation):
+    """`_reorder_cache` leaves the encoder-decoder keys and values alone (equal for every beam of a sentence);
+    the sentences, scores and beam indices are those of transformers' own reordering of the whole cache."""
+    model = tiny_model("sdpa")
+    input_ids, attention_mask = random_batch(3, 9)  # three different sources, padded differently
+    options = dict(num_beams=4, num_return_sequences=2, max_new_tokens=12, output_scores=True,
+                   return_dict_in_generate=True, cache_implementation=cache_implementation)  # fmt: skip
+    reordered = []
+    original = EncoderDecoderCache.reorder_cache
+
+    def spy(cache, beam_idx):
+        reordered.append(beam_idx)
+        return original(cache, beam_idx)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EncoderDecoderCache, "reorder_cache", spy)
+        ours = model.generate(input_ids, attention_mask=attention_mask, **options)
+        assert not reordered  # the model's hook ran instead
+        patch.delattr(type(model), "_reorder_cache")
+        full = model.generate(input_ids, attention_mask=attention_mask, **options)
+        assert reordered  # transformers' own: the whole cache
+    assert torch.equal(ours.sequences, full.sequences) and torch.equal(ours.beam_indices, full.beam_indices)
+    torch.testing.assert_close(ours.sequences_scores, full.sequences_scores)
