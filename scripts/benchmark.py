@@ -477,6 +477,8 @@ class StepClock:
             (StoppingCriteriaList, "__call__", "stopping criteria"),
             (EncoderDecoderCache, "reorder_cache", "beam cache reorder"),
         ]
+        if hasattr(model, "_reorder_cache"):  # a model's own reordering, which generate calls instead (vaswani's)
+            self.targets.append((model, "_reorder_cache", "beam cache reorder"))
 
     def _timed(self, function, name: str):
         @functools.wraps(function)  # generate reads the signatures of forward and prepare_inputs_for_generation
