@@ -57,7 +57,7 @@ from vaswani.modeling.ctranslate2_export import convert_to_ctranslate2  # noqa: 
 from vaswani.modeling.onnx_export import export_onnx  # noqa: E402
 from vaswani.tokenization import VaswaniTokenizer  # noqa: E402
 
-__version__ = "0.4.9"
+__version__ = "0.5.0"
 
 AutoConfig.register(VaswaniConfig.model_type, VaswaniConfig, exist_ok=True)
 AutoModel.register(VaswaniConfig, VaswaniModel, exist_ok=True)

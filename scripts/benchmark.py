@@ -327,21 +327,61 @@ def bf16(model):
     return copy.deepcopy(model).to(torch.bfloat16)
 
 
-def ctranslate2_translator(model, quantization: str | None, work_dir: Path):
-    """vaswani's model in CTranslate2 (`vaswani-convert-ctranslate2`), with a made-up vocabulary of the same size."""
-    import ctranslate2
-
+def ctranslate2_model(model, work_dir: Path) -> tuple[Path, list[str]]:
+    """vaswani's model converted for CTranslate2 (`vaswani-convert-ctranslate2`), with a made-up vocabulary of the
+    same size: the folder and the token strings by id."""
     from vaswani.modeling.ctranslate2_export import convert_to_ctranslate2
 
     config = model.config
     tokens = [f"t{i}" for i in range(config.vocab_size)]
     for name in ("pad", "bos", "eos", "unk"):
         tokens[getattr(config, f"{name}_token_id")] = f"<{name}>"
-    folder = convert_to_ctranslate2(model, work_dir / f"ct2-{quantization}", tokenizer=tokens, force=True)
-    threads = torch.get_num_threads()
-    device = model.device.type
-    return ctranslate2.Translator(str(folder), device=device, compute_type=quantization or "float32",
-                                  inter_threads=1, intra_threads=threads), tokens  # fmt: skip
+    return convert_to_ctranslate2(model, work_dir / "ct2", tokenizer=tokens, force=True), tokens
+
+
+_TRANSLATORS: dict = {}  # in the CTranslate2 process: one translator per folder and compute type
+
+
+def ctranslate2_timings(folder: str, compute_type: str, device: str, threads: int, batch: list[list[str]],
+                        options: dict, repeats: int, warmup: int) -> list[float]:  # fmt: skip
+    """Seconds of `repeats` calls of `translate_batch(batch, **options)` after `warmup` ones. Runs in a process of
+    its own (`CTranslate2Process`)."""
+    import ctranslate2
+
+    key = (folder, compute_type)
+    if key not in _TRANSLATORS:
+        _TRANSLATORS[key] = ctranslate2.Translator(folder, device=device, compute_type=compute_type, inter_threads=1,
+                                                   intra_threads=threads)  # fmt: skip
+    translator = _TRANSLATORS[key]
+    for _ in range(warmup):
+        translator.translate_batch(batch, **options)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        translator.translate_batch(batch, **options)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+class CTranslate2Process:
+    """CTranslate2 timed in a process of its own. In one process with PyTorch, each slowed the other: both bring
+    their own OpenMP runtime, and once CTranslate2 had translated, torch's small multi-threaded products took 15x as
+    long (a 256 x 256 product at batch 1: 90 us against 6) and its decoding ran at a third of its speed, while
+    CTranslate2 ran at a fifth of what it gives alone (2026-12-05, an Intel Xeon, 2 threads). A server runs one
+    engine a process anyway."""
+
+    def __enter__(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return self
+
+    def time(self, *args) -> Timing:
+        return Timing(self.pool.submit(ctranslate2_timings, *args).result())
+
+    def __exit__(self, *exc):
+        self.pool.shutdown()
 
 
 def time_decoding(models, inputs: dict, options: dict, args, warmup: int, **extra) -> list[Timing]:
@@ -398,13 +438,14 @@ def benchmark_inference_paths(size: str, args, bandwidth: float | None = None) -
         variants["int8 (quantize_dynamic)"] = [int8(m) for m in models]
     warmup = max(1, args.warmup)  # the first call of a compiled path compiles
     rows, summary = [], []
-    with torch.no_grad(), tempfile.TemporaryDirectory() as work_dir:
-        translators = {}
+    with torch.no_grad(), tempfile.TemporaryDirectory() as work_dir, CTranslate2Process() as ctranslate2_process:
         try:
-            for quantization in (None, "int8"):
-                translators[quantization] = ctranslate2_translator(models[0], quantization, Path(work_dir))
+            import ctranslate2  # noqa: F401
+
+            folder, tokens = ctranslate2_model(models[0], Path(work_dir))
         except ImportError:
             logger.warning("ctranslate2 is not installed: its rows are left out (pip install 'vaswani[serve]')")
+            folder = None
         for batch_size in args.generation_batch_sizes:
             inputs = generation_inputs(config, batch_size, args)
             units = batch_size * args.new_tokens
@@ -417,12 +458,12 @@ def benchmark_inference_paths(size: str, args, bandwidth: float | None = None) -
                     logger.info("%s: %s decoding at batch %d: %s", size, decoding, batch_size, name)
                     paths[name] = pair(pair_of_models)
                 fixed = dict(beam_size=beams, max_decoding_length=args.new_tokens, min_decoding_length=args.new_tokens)
-                for quantization, (translator, tokens) in translators.items():
-                    logger.info("%s: %s decoding at batch %d: CTranslate2 %s", size, decoding, batch_size,
-                                quantization or "float32")  # fmt: skip
+                for compute_type in ("float32", "int8") if folder else ():
+                    logger.info("%s: %s decoding at batch %d: CTranslate2 %s", size, decoding, batch_size, compute_type)
                     batch = [[tokens[i] for i in row] for row in inputs["input_ids"].tolist()]
-                    call = functools.partial(translator.translate_batch, batch, **fixed)
-                    paths[f"CTranslate2 {quantization or 'float32'}"] = [*time_alternating([call], args, warmup), None]
+                    timing = ctranslate2_process.time(str(folder), compute_type, args.device, torch.get_num_threads(), batch, fixed,
+                                      args.repeats, warmup)  # fmt: skip
+                    paths[f"CTranslate2 {compute_type}"] = [timing, None]
                 base = paths["eager (fp32)"][0].median
                 label = f"{size}, batch {batch_size}, {decoding}"
                 for name, (ours, marian) in paths.items():
@@ -437,8 +478,8 @@ def benchmark_inference_paths(size: str, args, bandwidth: float | None = None) -
                 fastest = min(torch_paths, key=torch_paths.get)
                 line = f"- {label}: fastest PyTorch path {fastest}"
                 if "CTranslate2 int8" in paths:
-                    ct2 = paths["CTranslate2 int8"][0].median
-                    line += f", CTranslate2 int8 decodes {torch_paths[fastest] / ct2:.2f}x as fast"
+                    ct2_int8 = paths["CTranslate2 int8"][0].median
+                    line += f", CTranslate2 int8 decodes {torch_paths[fastest] / ct2_int8:.2f}x as fast"
                 if bandwidth and batch_size == 1 and decoding == "greedy":
                     bound = []
                     for name, width in WEIGHT_BYTES.items():
@@ -448,7 +489,7 @@ def benchmark_inference_paths(size: str, args, bandwidth: float | None = None) -
                             bound.append(f"{name} {args.new_tokens / paths[name][0].median / limit:.0%}")
                     line += "; of the weight-streaming bound: " + ", ".join(bound)
                 summary.append(line)
-    del models, variants, translators
+    del models, variants
     gc.collect()
     return rows, summary
 

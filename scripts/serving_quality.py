@@ -7,11 +7,13 @@ The same sentences go through PyTorch in float32 (eager), PyTorch int8 (`torch.a
 PyTorch with bf16 weights (`model.to(torch.bfloat16)`) and, where `ctranslate2` is installed, CTranslate2 in float32 and int8 (`vaswani-convert-ctranslate2`), each with the
 paper's decoding (beam 4, length penalty 0.6, output up to input + 50 tokens) in batches of 32 sentences of similar
 length. It prints one table: sacreBLEU BLEU and chrF, the change against float32, and the seconds each path took.
-Paths run one after the other in this process, so the speed column compares within one run only.
+Paths run one after the other, PyTorch's in this process and CTranslate2's each in a process of its own (in
+one process the two runtimes slow each other); the speed column compares within one run only.
 """
 
 import argparse
 import copy
+import functools
 import logging
 import tempfile
 import time
@@ -36,18 +38,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def ctranslate2_translate(translator, tokenizer, sentences: list[str]) -> list[str]:
-    """The paper's decoding in CTranslate2, batched as `recipe.translate` batches: similar lengths together, the
-    output bound the batch's longest input + 50."""
-    outputs = [""] * len(sentences)
+def source_batches(tokenizer, sentences: list[str]) -> list[tuple[list[int], list[list[str]]]]:
+    """The batches `recipe.translate` makes (similar lengths together), as CTranslate2's source tokens: each the
+    sentences' indices and their token strings, with the `</s>` the tokenizer appends."""
+    batches = []
     for indices in recipe.length_batches(sentences, BATCH_SIZE):
-        sources = [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer([sentences[i] for i in indices]).input_ids]
+        ids = tokenizer([sentences[i] for i in indices]).input_ids
+        batches.append((indices, [tokenizer.convert_ids_to_tokens(row) for row in ids]))
+    return batches
+
+
+def ctranslate2_translate(folder: str, compute_type: str, threads: int, batches) -> tuple[list[list[str]], float]:
+    """The paper's decoding in CTranslate2 (beam 4, length penalty 0.6, output up to the batch's longest input + 50),
+    run in a process of its own (CTranslate2 and PyTorch in one process slow each other: their OpenMP runtimes
+    contend; `benchmark.CTranslate2Process`). Returns each batch's best hypotheses as tokens, and the seconds taken."""
+    import ctranslate2
+
+    translator = ctranslate2.Translator(folder, compute_type=compute_type, intra_threads=threads)
+    start = time.perf_counter()
+    outputs = []
+    for _, sources in batches:
         results = translator.translate_batch(
             sources, beam_size=4, length_penalty=0.6, max_decoding_length=max(map(len, sources)) + 50
         )
-        for i, result in zip(indices, results, strict=True):
-            outputs[i] = tokenizer.convert_tokens_to_string(result.hypotheses[0]).strip()
-    return outputs
+        outputs.append([result.hypotheses[0] for result in results])
+    return outputs, time.perf_counter() - start
+
+
+def in_own_process(function, *args):
+    """`function(*args)` in a fresh process, its result returned."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -73,15 +97,16 @@ def main(argv: list[str] | None = None) -> str:
     }
     work_dir = tempfile.TemporaryDirectory()
     try:
-        import ctranslate2
+        import ctranslate2  # noqa: F401
 
         from vaswani.modeling.ctranslate2_export import convert_to_ctranslate2
 
         folder = convert_to_ctranslate2(model, Path(work_dir.name) / "ct2", tokenizer=tokenizer)
-        threads = torch.get_num_threads()
+        batches = source_batches(tokenizer, sources)
         for compute_type in ("float32", "int8"):
-            translator = ctranslate2.Translator(str(folder), compute_type=compute_type, intra_threads=threads)
-            paths[f"CTranslate2 {compute_type}"] = lambda t=translator: ctranslate2_translate(t, tokenizer, sources)
+            paths[f"CTranslate2 {compute_type}"] = functools.partial(
+                in_own_process, ctranslate2_translate, str(folder), compute_type, torch.get_num_threads(), batches
+            )
     except ImportError:
         logger.warning("ctranslate2 is not installed: its rows are left out (pip install 'vaswani[serve]')")
     lines = [
@@ -97,6 +122,12 @@ def main(argv: list[str] | None = None) -> str:
         start = time.perf_counter()
         hypotheses = run()
         seconds = time.perf_counter() - start
+        if isinstance(hypotheses, tuple):  # CTranslate2's tokens by batch, and its own time
+            outputs, seconds = hypotheses
+            hypotheses = [""] * len(sources)
+            for (indices, _), batch in zip(batches, outputs, strict=True):
+                for i, tokens in zip(indices, batch, strict=True):
+                    hypotheses[i] = tokenizer.convert_tokens_to_string(tokens).strip()
         scores = recipe.score(hypotheses, references)
         baseline = baseline if baseline is not None else scores["bleu"]
         lines.append(f"| {name} | {scores['bleu']:.2f} | {scores['chrf']:.2f} | {scores['bleu'] - baseline:+.2f} | "
