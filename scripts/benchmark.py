@@ -365,24 +365,30 @@ def ctranslate2_timings(folder: str, compute_type: str, device: str, threads: in
 
 
 class CTranslate2Process:
-    """CTranslate2 timed in a process of its own. In one process with PyTorch, each slowed the other: both bring
-    their own OpenMP runtime, and once CTranslate2 had translated, torch's small multi-threaded products took 15x as
-    long (a 256 x 256 product at batch 1: 90 us against 6) and its decoding ran at a third of its speed, while
-    CTranslate2 ran at a fifth of what it gives alone (2026-12-05, an Intel Xeon, 2 threads). A server runs one
-    engine a process anyway."""
+    """CTranslate2 timed in processes of its own, one per thread count. In one process with PyTorch, each slowed the
+    other: both bring their own OpenMP runtime, and once CTranslate2 had translated, torch's small multi-threaded
+    products took 15x as long (a 256 x 256 product at batch 1: 90 us against 6) and its decoding ran at a third of
+    its speed, while CTranslate2 ran at a fifth of what it gives alone (2026-12-05, an Intel Xeon, 2 threads). Within
+    one process, CTranslate2's first translator also sets the thread count the later ones get, so each count has its
+    own process. A server runs one engine a process anyway."""
 
     def __enter__(self):
+        self.pools = {}
+        return self
+
+    def time(self, folder: str, compute_type: str, device: str, threads: int, *args) -> Timing:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        return self
-
-    def time(self, *args) -> Timing:
-        return Timing(self.pool.submit(ctranslate2_timings, *args).result())
+        if threads not in self.pools:
+            context = multiprocessing.get_context("spawn")
+            self.pools[threads] = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        future = self.pools[threads].submit(ctranslate2_timings, folder, compute_type, device, threads, *args)
+        return Timing(future.result())
 
     def __exit__(self, *exc):
-        self.pool.shutdown()
+        for pool in self.pools.values():
+            pool.shutdown()
 
 
 def time_decoding(models, inputs: dict, options: dict, args, warmup: int, **extra) -> list[Timing]:
@@ -460,7 +466,7 @@ def benchmark_inference_paths(size: str, args, bandwidth: float | None = None) -
                     paths[name] = pair(pair_of_models)
                 fixed = dict(beam_size=beams, max_decoding_length=args.new_tokens, min_decoding_length=args.new_tokens)
                 # CTranslate2 at one thread and at torch's count: on a 2-core Xeon (2026-12-05) its two threads
-                # decoded 4-10x slower than one, where torch's two ran 1.3-2x faster than one.
+                # decoded 5-10x slower than one, where torch's two ran 1.3-2x faster than one.
                 threads = sorted({1, torch.get_num_threads()})
                 for compute_type, count in itertools.product(("float32", "int8") if folder else (), threads):
                     name = f"CTranslate2 {compute_type}, {count} thread{'s' if count > 1 else ''}"
