@@ -1,6 +1,6 @@
 """Side-by-side: vaswani vs transformers' MarianMTModel configured to the identical architecture, trained with the
 same data, tokenizer, recipe and time budget, evaluated the same way, over several seeds. Prints one table of every
-run and the medians.
+run and the medians, and under it whether the medians meet the project's quality target (TARGETS): PASS or FAIL.
 
     python -m vaswani.scripts.compare_marian                          # 2 seeds each: about 4 x 19 minutes on 2 cores
     python -m vaswani.scripts.compare_marian --time-budget 5m --seeds 0 --output-dir runs/compare
@@ -64,7 +64,34 @@ def table(runs: dict[str, list[dict]], medians: dict, caption: str) -> str:
     lines += [row(f"**{model}, median**", "", medians[model]) for model in runs]
     v, m = medians["vaswani"], medians["marian"]
     lines += ["", f"vaswani - Marian, medians: {v['bleu'] - m['bleu']:+.2f} test BLEU; vaswani takes "
-                  f"{v['steps'] / m['steps']:.2f}x Marian's steps."]  # fmt: skip
+                  f"{v['steps'] / m['steps']:.2f}x Marian's steps.", "", verdict(medians)]  # fmt: skip
+    return "\n".join(lines)
+
+
+# The quality target, on the medians of the runs (vaswani against Marian): (name, figure as printed, bound as
+# printed, met). Judged on medians because one run's speed and looping swing with the machine's hour.
+TARGETS = "steps >= 1.2x Marian's, test BLEU >= Marian's + 1.5, looping <= 1.5%, length ratio 0.95-1.05"
+
+
+def verdict(medians: dict[str, dict[str, float]]) -> str:
+    """PASS/FAIL of each part of the quality target on the medians, and of the whole, as lines of Markdown."""
+    v, m = medians["vaswani"], medians["marian"]
+    checks = [
+        ("steps", f"{v['steps'] / m['steps']:.2f}x Marian's", ">= 1.2x", v["steps"] >= 1.2 * m["steps"]),
+        ("test BLEU", f"{v['bleu'] - m['bleu']:+.2f} against Marian", ">= +1.5", v["bleu"] - m["bleu"] >= 1.5),
+        (
+            "looping",
+            f"{100 * v['repeated_4gram_share']:.1f}% of outputs",
+            "<= 1.5%",
+            v["repeated_4gram_share"] <= 0.015,
+        ),
+        ("length ratio", f"{v['length_ratio']:.3f}", "0.95-1.05", 0.95 <= v["length_ratio"] <= 1.05),
+    ]
+    whole = "PASS" if all(met for *_, met in checks) else "FAIL"
+    lines = [f"Quality target, on vaswani's medians: **{whole}**", ""]
+    lines += [
+        f"- {name}: {figure} (target {bound}): {'PASS' if met else 'FAIL'}" for name, figure, bound, met in checks
+    ]
     return "\n".join(lines)
 
 

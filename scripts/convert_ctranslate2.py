@@ -58,7 +58,8 @@ def compare(model, tokenizer, translator) -> tuple[float, bool]:
     return difference, same
 
 
-def main(argv: list[str] | None = None) -> Path:
+def run(argv: list[str] | None = None) -> Path:
+    """The command with arguments `argv` (default: sys.argv); returns the CTranslate2 model's folder."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     if args.output_dir.exists() and any(args.output_dir.iterdir()):
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"Converted {args.model} -> {args.output_dir} (CTranslate2, {args.quantization or 'float32'} weights); "
           f"largest log-probability difference {difference:.1e}, greedy outputs {'equal' if same else 'differ'}")  # fmt: skip
     return args.output_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: `run`, with exit status 0 on success (a returned value would become status 1)."""
+    run(argv)
 
 
 if __name__ == "__main__":

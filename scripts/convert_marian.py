@@ -54,7 +54,8 @@ def load_tokenizer(source: str, revision: str | None):
         return None
 
 
-def main(argv: list[str] | None = None) -> Path:
+def run(argv: list[str] | None = None) -> Path:
+    """The command with arguments `argv` (default: sys.argv); returns the converted model's folder."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     if args.output_dir.exists() and any(args.output_dir.iterdir()):
@@ -80,6 +81,11 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"Converted {args.source} -> {args.output_dir} ({type(converted).__name__}); "
           f"max logit difference {difference:.1e}")  # fmt: skip
     return args.output_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: `run`, with exit status 0 on success (a returned value would become status 1)."""
+    run(argv)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def max_logit_difference(model, tokenizer, onnx_dir: Path) -> float:
     return (torch.from_numpy(logits) - reference).abs().max().item()
 
 
-def main(argv: list[str] | None = None) -> Path:
+def run(argv: list[str] | None = None) -> Path:
+    """The command with arguments `argv` (default: sys.argv); returns the ONNX model's folder."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     if args.output_dir.exists() and any(args.output_dir.iterdir()):
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> Path:
         f"largest logit difference in ONNX Runtime {difference:.1e}"
     )
     return args.output_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: `run`, with exit status 0 on success (a returned value would become status 1)."""
+    run(argv)
 
 
 if __name__ == "__main__":

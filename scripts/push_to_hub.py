@@ -47,7 +47,8 @@ def check_checkpoint(folder: Path) -> dict:
     return json.loads(results_file.read_text(encoding="utf-8")) if results_file.exists() else {}
 
 
-def main(argv: list[str] | None = None) -> str:
+def run(argv: list[str] | None = None) -> str:
+    """The command with arguments `argv` (default: sys.argv); returns the commit's id."""
     args = parse_args(argv)
     if args.repo_id.count("/") != 1:
         raise SystemExit(f"error: repo_id must be 'namespace/name', got {args.repo_id!r}")
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> str:
         raise SystemExit(f"error: the Hub refused the upload to {args.repo_id}: {error}") from error
     print(f"Pushed {args.checkpoint} to {commit.repo_url} (commit {commit.oid[:10]})")
     return commit.oid
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: `run`, with exit status 0 on success (a returned value would become status 1)."""
+    run(argv)
 
 
 if __name__ == "__main__":

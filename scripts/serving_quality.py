@@ -77,7 +77,8 @@ def in_own_process(function, *args):
         return pool.submit(function, *args).result()
 
 
-def main(argv: list[str] | None = None) -> str:
+def run(argv: list[str] | None = None) -> str:
+    """The command with arguments `argv` (default: sys.argv); returns the table."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     args = parse_args(argv)
@@ -140,6 +141,11 @@ def main(argv: list[str] | None = None) -> str:
     table = "\n".join(lines)
     print(table)
     return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: `run`, with exit status 0 on success (a returned value would become status 1)."""
+    run(argv)
 
 
 if __name__ == "__main__":

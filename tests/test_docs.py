@@ -153,6 +153,42 @@ def test_links_point_at_files_and_headings_that_exist(path):
             assert anchor in anchors(linked), f"{path.name} links to {target}: no such heading in {linked.name}"
 
 
+def test_readme_results_verdict_is_the_one_its_table_gives():
+    """The PASS/FAIL lines under the README's comparison table are what compare_marian.verdict says of its medians."""
+    from vaswani.scripts import compare_marian
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = compare_marian.MARKED.search(readme).group(0)
+    medians = {}
+    for model, steps, bleu, ratio, looping in re.findall(
+        r"^\| \*\*(\w+), median\*\* \|  \| ([\d,]+) \| [\d.]+ \| ([\d.]+) \| [\d.]+ \| [\d.]+ \| ([\d.]+) \| ([\d.]+)% \|$",
+        table,
+        flags=re.M,
+    ):
+        medians[model] = dict(steps=float(steps.replace(",", "")), bleu=float(bleu), length_ratio=float(ratio))
+        medians[model]["repeated_4gram_share"] = float(looping) / 100
+    assert set(medians) == {"vaswani", "marian"}, "the README's comparison table has no median rows"
+    # The figures as the table rounds them can differ from the script's in the last digit; every word must match.
+    numbers = re.compile(r"[-+]?\d[\d.,]*")
+    expected = numbers.sub("#", compare_marian.verdict(medians))
+    assert expected in numbers.sub("#", table), f"the README's verdict is not what its medians give:\n{expected}"
+
+
+def budget(path: Path) -> int:
+    return 200 if path.name == "README.md" else 300
+
+
+@pytest.mark.parametrize("path", [p for p in DOCS if p.name not in ("history.md",)], ids=lambda p: p.name)
+def test_current_docs_keep_their_line_budget(path):
+    """README.md within 200 lines, each current doc within 300: the history of how we got here is docs/history.md."""
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= budget(path), (
+        f"{path.relative_to(ROOT)} has {lines} lines, over its budget of {budget(path)}: move what no longer describes "
+        "the shipped code (earlier runs, experiments left out) to docs/history.md, newest first, with date, machine, "
+        "version and command"
+    )
+
+
 def version_table(path: Path) -> dict[str, tuple[str, str]]:
     rows = re.findall(r"^\| (\S+) \| (>=[^|]+?) \| ([^|]+?) \|$", path.read_text(encoding="utf-8"), flags=re.M)
     return {name: (window.replace(" ", ""), locked.split()[0]) for name, window, locked in rows}

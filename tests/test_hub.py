@@ -347,7 +347,7 @@ def test_push_script_uploads_model_tokenizer_and_card_with_scores(hub, reference
     repo = hub.repo("script")
     code = """
         from vaswani.scripts import push_to_hub
-        report(sha=push_to_hub.main([args["folder"], args["repo"]]))
+        report(sha=push_to_hub.run([args["folder"], args["repo"]]))
     """
     result = client(hub, tmp_path, code, folder=str(folder), repo=repo)
     api = hub.api

@@ -169,14 +169,14 @@ def test_marian_tokenizer_works_unchanged(marian_tokenizer, tmp_path):
 def test_convert_script_both_ways(tmp_path):
     source = tmp_path / "marian"
     random_marian(**SHAPES["opus-mt"]).save_pretrained(source)
-    converted = convert_marian.main([str(source), str(tmp_path / "vaswani")])
+    converted = convert_marian.run([str(source), str(tmp_path / "vaswani")])
     assert isinstance(AutoModelForSeq2SeqLM.from_pretrained(converted), vaswani.VaswaniForConditionalGeneration)
-    back = convert_marian.main([str(converted), str(tmp_path / "back"), "--to-marian"])
+    back = convert_marian.run([str(converted), str(tmp_path / "back"), "--to-marian"])
     inputs = batch()
     torch.testing.assert_close(logits(load_marian(back).eval(), inputs), logits(load_marian(source).eval(), inputs),
                                rtol=0, atol=1e-5)  # fmt: skip
     with pytest.raises(SystemExit, match="not empty"):
-        convert_marian.main([str(source), str(tmp_path / "back")])
+        convert_marian.run([str(source), str(tmp_path / "back")])
 
 
 @pytest.mark.parametrize(

@@ -320,7 +320,7 @@ def test_serving_quality_script_scores_every_path_on_the_test_books(trained):
     from vaswani.scripts import serving_quality
 
     _, folder = trained
-    table = serving_quality.main([str(folder), "--max-sentences", "3"])
+    table = serving_quality.run([str(folder), "--max-sentences", "3"])
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| path", "| ---"))]
     assert [row.split("|")[1].strip() for row in rows] == [
         "PyTorch float32", "PyTorch int8 (quantize_dynamic)", "PyTorch bf16", "CTranslate2 float32", "CTranslate2 int8"

@@ -450,6 +450,25 @@ def test_compare_marian_alternates_two_seeds_each_and_writes_the_median_table(tm
     written = readme.read_text()
     assert "old rows" not in written and written.endswith(f"{compare_marian.END}\nafter\n")
     assert "| **vaswani, median** |" in written and "| marian | 1 |" in written and "| **vaswani, median** |" in out
+    assert compare_marian.verdict(medians) in written and compare_marian.verdict(medians) in out  # under the table
+
+
+def test_compare_marian_verdict_judges_each_part_of_the_target_on_the_medians():
+    from vaswani.scripts import compare_marian
+
+    marian = {"steps": 1000, "bleu": 18.0, "repeated_4gram_share": 0.03, "length_ratio": 0.9}
+    good = {"steps": 1200, "bleu": 19.5, "repeated_4gram_share": 0.015, "length_ratio": 1.05}  # each on its bound
+    lines = compare_marian.verdict({"vaswani": good, "marian": marian}).splitlines()
+    assert lines[0] == "Quality target, on vaswani's medians: **PASS**"
+    assert lines[2:] == [
+        "- steps: 1.20x Marian's (target >= 1.2x): PASS",
+        "- test BLEU: +1.50 against Marian (target >= +1.5): PASS",
+        "- looping: 1.5% of outputs (target <= 1.5%): PASS",
+        "- length ratio: 1.050 (target 0.95-1.05): PASS",
+    ]
+    for key, worse in [("steps", 1199), ("bleu", 19.49), ("repeated_4gram_share", 0.0151), ("length_ratio", 0.949)]:
+        lines = compare_marian.verdict({"vaswani": {**good, key: worse}, "marian": marian}).splitlines()
+        assert lines[0].endswith("**FAIL**") and [line.endswith(": FAIL") for line in lines[2:]].count(True) == 1
 
 
 def test_compare_marian_refuses_a_readme_without_markers_before_any_run(tmp_path):
