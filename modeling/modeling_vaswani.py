@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -479,13 +480,22 @@ class VaswaniPreTrainedModel(PreTrainedModel):
 
         transformers' own code saving (`register_for_auto_class`) copies only files in the model file's folder; in
         the installed package the config lives in a sibling folder, so the files are copied here instead.
+
+        Writes are atomic per file: everything is written into a staging folder inside `save_directory` first and
+        then renamed into place, so a full disk, a read-only folder or a killed process leaves the checkpoint that
+        was there loadable, and an OSError says so.
         """
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self._auto_map}
         self.config.custom_pipelines = translation_pipelines()
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
+        if not kwargs.get("is_main_process", True):
+            return super().save_pretrained(save_directory, *args, **kwargs)
+
+        def save(staging: Path) -> None:
+            super(VaswaniPreTrainedModel, self).save_pretrained(staging, *args, **kwargs)
             for source in checkpoint_code_files():
-                shutil.copyfile(source, Path(save_directory) / source.name)
+                shutil.copyfile(source, staging / source.name)
+
+        save_atomically(save, Path(save_directory))
 
     def push_to_hub(self, repo_id: str, *, commit_message=None, commit_description=None, private=None, token=None,
                     revision=None, create_pr=False, max_shard_size="50GB", tags=None) -> str:  # fmt: skip
@@ -521,6 +531,39 @@ class VaswaniPreTrainedModel(PreTrainedModel):
                 work_dir, repo_id, files_timestamps={}, commit_message=commit_message, token=token,
                 create_pr=create_pr, revision=revision, commit_description=commit_description,
             )  # fmt: skip
+
+
+WEIGHT_FILE_PATTERNS = ("model*.safetensors", "model*.safetensors.index.json", "pytorch_model*.bin*")
+
+
+def save_atomically(save: Callable[[Path], None], directory: Path) -> None:
+    """Calls `save(staging)` on a fresh folder inside `directory`, then renames each file it wrote into `directory`
+    (a rename within one file system is atomic) and removes weight files of an earlier save that this one did not
+    write (a sharded checkpoint replaced by one file). On an OSError before the renames (a full disk, a read-only
+    folder) nothing in `directory` has changed, and the error says so."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=directory))
+    except OSError as error:
+        raise OSError(f"Could not save into {directory}: {error}. Nothing was written; give a folder you can write "
+                      "to.") from error  # fmt: skip
+    try:
+        try:
+            save(staging)
+        except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error
+            raise OSError(f"Could not save into {directory}: {error}. Nothing in {directory} was changed (the files "
+                          "were being written to a staging folder, now removed): free space or give another "
+                          "folder, and save again.") from error  # fmt: skip
+        written = {path.name for path in staging.iterdir()}
+        # Weights first, config last: a reader that sees the new config.json sees the new weights.
+        for path in sorted(staging.iterdir(), key=lambda path: path.name == "config.json"):
+            path.replace(directory / path.name)
+        for pattern in WEIGHT_FILE_PATTERNS:
+            for stale in directory.glob(pattern):
+                if stale.name not in written:
+                    stale.unlink()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def checkpoint_code_files() -> list[Path]:

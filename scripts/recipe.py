@@ -9,9 +9,14 @@
 - `evaluate_translation`: beam search with the paper's settings, scored with sacreBLEU (BLEU and chrF).
 """
 
+import fcntl
+import json
 import logging
 import math
+import os
 import re
+import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -220,6 +225,105 @@ def checkpoints_in(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
+def is_complete_checkpoint(folder: Path) -> bool:
+    """Trainer writes trainer_state.json last of a checkpoint's files: a folder without it (or with a half-written
+    one, or without its weights) is one whose save was cut off."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (folder / "model.safetensors").is_file() and (folder / "optimizer.pt").is_file()
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint-<step> folder in `output_dir`. Newer incomplete ones (a save cut off by a
+    crash or a kill) are renamed to `incomplete-checkpoint-<step>`, with a warning, so that neither resuming nor
+    averaging reads them."""
+    complete = None
+    for folder in checkpoints_in(output_dir):
+        if is_complete_checkpoint(folder):
+            complete = folder
+            continue
+        aside = folder.with_name(f"incomplete-{folder.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+        logger.warning("%s was not completely written (its save was cut off): moved aside to %s; resuming from the "
+                       "last complete checkpoint", folder, aside)  # fmt: skip
+    return complete
+
+
+class OutputDirLock:
+    """An exclusive lock on `output_dir` for one job (`fcntl.flock` on output_dir/.lock, released by the kernel when
+    the process ends, however it ends). A second job on the same folder is refused at once, before it writes."""
+
+    def __init__(self, output_dir: Path):
+        self.path = Path(output_dir) / ".lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise OutputDirBusyError(
+                f"{self.path.parent} is in use by another training job (process {holder}): wait for it to end, or "
+                "give this one another --output-dir."
+            ) from None
+        self.file.truncate(0)
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()  # releases the lock
+
+
+class OutputDirBusyError(RuntimeError):
+    pass
+
+
+class Interrupted(Exception):
+    """Raised by the job after a Ctrl-C was answered with a checkpoint."""
+
+
+class SaveOnInterrupt(TrainerCallback):
+    """Ctrl-C (SIGINT) during training: the step under way finishes, a checkpoint is saved and training stops, so that
+    `--resume` continues from it. A second Ctrl-C interrupts at once (Python's KeyboardInterrupt)."""
+
+    def __init__(self):
+        self.interrupted_at: int | None = None
+        self.requested = False
+        self.previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading_main():
+            self.previous = signal.signal(signal.SIGINT, self.request)
+
+    def request(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the second one interrupts at once
+        logger.warning("Interrupted: saving a checkpoint after this step (Ctrl-C again to stop without one)")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+            self.interrupted_at = state.global_step
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
     """The element-wise mean of the weights in the checkpoint folders `paths` (model.safetensors each), as in
     Section 6.1 (the last 5 checkpoints). Load the result with `model.load_state_dict(...)`."""
@@ -266,6 +370,8 @@ def check_model_location(name: str) -> str:
 def load_model_and_tokenizer(name: str, trust_remote_code: bool = False):
     """The model and tokenizer saved in folder or Hub id `name`, or a ValueError that says which it was taken for
     and why it did not load (a missing folder of the form "owner/name" is tried on the Hub)."""
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     check_model_location(name)
@@ -275,6 +381,15 @@ def load_model_and_tokenizer(name: str, trust_remote_code: bool = False):
     except OSError as error:
         taken_for = "" if Path(name).is_dir() else f"there is no folder {name} here, and as a Hub id: "
         raise ValueError(f"cannot load a model and tokenizer from {name}: {taken_for}{error}") from None
+    except SafetensorError as error:  # a truncated or overwritten file: safetensors does not name it
+        raise ValueError(f"cannot load {name}: its weights file is damaged (safetensors: {error}); the save was cut "
+                         "off or the file was changed: save or download the checkpoint again.") from None  # fmt: skip
+    except StrictDataclassError as error:  # a config.json field of the wrong type
+        raise ValueError(f"cannot load {name}: its config.json is not valid: {error}".rstrip()) from None
+    if len(tokenizer) > model.config.vocab_size:  # ids past the embedding table would fail deep inside torch
+        raise ValueError(f"cannot use {name}: its tokenizer has {len(tokenizer):,} tokens, its model "
+                         f"{model.config.vocab_size:,} (vocab_size): the tokenizer belongs to another model; save "
+                         "the model with the tokenizer it was trained with.")  # fmt: skip
     return model, tokenizer
 
 

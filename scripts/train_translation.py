@@ -11,9 +11,11 @@ checkpoint with its tokenizer and eval_results.json, and draw the curves and att
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from itertools import chain
 from pathlib import Path
@@ -402,6 +404,12 @@ def run(args: argparse.Namespace) -> dict | None:
     peak = args.peak_learning_rate or recipe.paper_learning_rate(PAPER_WARMUP_STEPS, d_model, PAPER_WARMUP_STEPS)
     args.bf16 = use_bf16(args, d_model)  # measured once: every later use reads the same decision
     training_args = training_arguments(args, peak, args.bf16)
+    # One job per folder: a second one would overwrite the first one's checkpoints and model under it.
+    with recipe.OutputDirLock(args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext():
+        return train_and_evaluate(args, data, training_args, peak, budget, d_model)
+
+
+def train_and_evaluate(args, data, training_args, peak: float, budget: float, d_model: int) -> dict | None:
     if training_args.process_index == 0:
         record_bf16(args.output_dir, args)
     precision = ("bf16 autocast" if args.bf16 else "fp32") + (" (--precision auto)" if args.precision == "auto" else "")
@@ -429,8 +437,19 @@ def run(args: argparse.Namespace) -> dict | None:
     )  # fmt: skip
     trainer.remove_callback(ProgressCallback)  # counted epochs x batches: 551,000 steps for a 15-minute run
     trainer.add_callback(recipe.BudgetProgress(time_budget))
+    interrupt = recipe.SaveOnInterrupt()
+    trainer.add_callback(interrupt)
+    # The newest checkpoint whose save completed: one cut off by a kill is moved aside, not loaded.
+    resume_from = recipe.last_complete_checkpoint(args.output_dir) if args.resume else None
+    if args.resume and resume_from is None:
+        raise SystemExit(f"error: --resume: no completely written checkpoint in {args.output_dir} to resume from.")
     start = time.monotonic()
-    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if interrupt.interrupted_at is not None:
+        raise recipe.Interrupted(
+            f"interrupted at step {interrupt.interrupted_at}; checkpoint saved in "
+            f"{args.output_dir / f'checkpoint-{interrupt.interrupted_at}'}. Resume with the same command and --resume."
+        )
     seconds = time.monotonic() - start
     steps_per_second = (trainer.state.global_step - time_budget.start_step) / seconds  # this run's, if resumed
     trainer.save_model(args.output_dir / "last")  # the last step's weights, before averaging
@@ -458,8 +477,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         results = run(args)
-    except corpus.DataError as error:
+    except (corpus.DataError, recipe.OutputDirBusyError) as error:
         raise SystemExit(f"error: {error}") from None
+    except recipe.Interrupted as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(130) from None  # the shell's status for a job ended by Ctrl-C
     finally:  # a worker that leaves with its process group alive can abort at exit ("terminate called ...")
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # The other ranks wait here while rank 0 evaluates: a rank that tore its group down and exited while

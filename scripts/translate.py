@@ -15,6 +15,13 @@ import vaswani  # noqa: F401  (registers the Auto classes)
 from vaswani.scripts.recipe import check_model_location, load_model_and_tokenizer, translate
 
 
+def read_lines(stream) -> list[str]:
+    """The lines of byte stream `stream` as UTF-8 text (strictly: a binary file is refused, not translated as
+    replacement characters), without their line ends (LF or CRLF)."""
+    text = stream.read().decode("utf-8")
+    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a folder (or Hub id) holding the model and its tokenizer")
@@ -30,7 +37,11 @@ def main(argv: list[str] | None = None) -> None:
         check_model_location(args.checkpoint)
     except ValueError as error:
         parser.error(str(error))
-    sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
+    try:
+        sentences = args.sentences or read_lines(sys.stdin.buffer)
+    except UnicodeDecodeError as error:
+        parser.error(f"stdin is not UTF-8 text (byte {error.object[error.start]:#04x} on line "
+                     f"{error.object[: error.start].count(10) + 1}): give sentences as UTF-8 text, one a line")  # fmt: skip
     if not sentences:
         parser.error("no sentences given (as arguments or on stdin)")
     try:

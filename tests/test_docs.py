@@ -1,6 +1,8 @@
 """The documentation is true: README.md's Python blocks run as written, every block of docs/ is valid Python and
 runs unless it says why not, links point at files and headings that exist, the version tables match pyproject.toml
-and requirements.lock, and the public API's docstrings name every argument.
+and requirements.lock, and the public API's docstrings name every argument. README.md keeps within 200 lines and
+each current doc within 300 (the dated path that led here is docs/history.md), and CHANGELOG.md has an entry for
+the version pyproject.toml declares.
 
 A block is run unless the line before its fence is a marker:
     <!-- test: skip (why) -->   not run (it needs a network, or it is a fragment); still parsed
@@ -187,6 +189,20 @@ def test_current_docs_keep_their_line_budget(path):
         "the shipped code (earlier runs, experiments left out) to docs/history.md, newest first, with date, machine, "
         "version and command"
     )
+
+
+def test_changelog_has_an_entry_for_the_declared_version_newest_first():
+    """Keep a Changelog: `## [Unreleased]`, then one `## [X.Y.Z] - YYYY-MM-DD` per release, newest first, the first
+    being the version pyproject.toml declares."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    headings = re.findall(r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert headings[0] == ("Unreleased", ""), "CHANGELOG.md starts with ## [Unreleased]"
+    assert headings[1][0] == version, (
+        f"CHANGELOG.md's newest release is {headings[1][0]}, pyproject.toml says {version}"
+    )
+    releases = [tuple(map(int, v.split("."))) for v, _ in headings[1:]]
+    assert releases == sorted(releases, reverse=True) and all(date for _, date in headings[1:])
+    assert releases[-1] == (0, 1, 0)
 
 
 def version_table(path: Path) -> dict[str, tuple[str, str]]:

@@ -7,7 +7,9 @@ the version lanes of CI leave them out (`-m "not slow"`).
 """
 
 import importlib.metadata
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,9 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 from hub_server import HubServer
+from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM
 
 import vaswani
+from vaswani.scripts import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [("The house is small.", "Das Haus ist klein."), ("The world is big.", "Die Welt ist groß."),
@@ -174,3 +178,203 @@ def test_push_to_hub_script_exits_0_as_a_process(checkpoint, tmp_path):
                                 env=env)  # fmt: skip
         assert "me/exit-status" in hub.state.repos
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ---- saving: a full disk, a read-only folder ----------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs mounted at a fresh folder (the tests run as root here and in CI; skipped where mount is not
+    allowed). Yields its path; unmounted afterwards."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def weights_of(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def assert_loads_with(folder: Path, weights: dict[str, torch.Tensor]):
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(folder)
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, weights[name]), f"{name} changed"
+
+
+def test_saving_onto_a_full_disk_fails_clearly_and_keeps_the_previous_checkpoint(small_disk):
+    old = vaswani.VaswaniForConditionalGeneration(vaswani.VaswaniConfig.from_preset("tiny", vocab_size=1000))
+    folder = small_disk / "model"
+    old.save_pretrained(folder)  # about 1.1 MB of weights
+    # Fill the disk so that a second copy of the weights cannot be written.
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * (free - 300_000))
+    torch.manual_seed(1)
+    new = vaswani.VaswaniForConditionalGeneration(vaswani.VaswaniConfig.from_preset("tiny", vocab_size=1000))
+    with pytest.raises(OSError, match=r"Could not save into .*model: .*No space left on device.*Nothing in .* was "
+                                      r"changed"):  # fmt: skip
+        new.save_pretrained(folder)
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [], "staging folder left behind"
+    assert_loads_with(folder, weights_of(old))
+
+
+def test_saving_into_a_read_only_folder_fails_clearly_and_keeps_the_previous_checkpoint(small_disk):
+    old = vaswani.VaswaniForConditionalGeneration(vaswani.VaswaniConfig.from_preset("tiny", vocab_size=200))
+    old.save_pretrained(small_disk)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    new = vaswani.VaswaniForConditionalGeneration(vaswani.VaswaniConfig.from_preset("tiny", vocab_size=200))
+    with pytest.raises(OSError, match=r"Could not save into .*: .*Read-only file system.*Nothing was written"):
+        new.save_pretrained(small_disk)
+    assert_loads_with(small_disk, weights_of(old))
+
+
+# ---- the training job: killed, interrupted, two at once --------------------------------------------------------
+# The job in a process of its own, with `torch.save` of one file replaced by a SIGKILL of the process: a kill at
+# that exact moment, in the middle of a checkpoint's save (the weights written, the optimizer's state not yet).
+KILLED_JOB = """
+import os, signal, sys, torch
+from vaswani.scripts import train_translation
+kill_at = os.environ.get("KILL_AT")
+save = torch.save
+def save_or_die(obj, f, *args, **kwargs):
+    if kill_at and str(f).endswith(kill_at):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save(obj, f, *args, **kwargs)
+torch.save = save_or_die
+train_translation.main(sys.argv[1:])
+"""
+
+
+def job(output_dir: Path, *extra: str, kill_at: str | None = None, **popen) -> subprocess.Popen:
+    env = {**os.environ, "KILL_AT": kill_at or "", "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-c", KILLED_JOB, *TINY_RUN, "--average-checkpoints", "1", "--output-dir", str(output_dir),
+            *extra]  # fmt: skip
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    out, err = process.communicate(timeout=600)
+    return process.returncode, out + err
+
+
+@pytest.mark.slow
+def test_job_killed_during_a_checkpoint_save_resumes_to_the_uninterrupted_weights(tmp_path):
+    code, log = finish(job(tmp_path / "whole", "--max-steps", "12"))
+    assert code == 0, log[-3000:]
+    killed = tmp_path / "killed"
+    code, log = finish(job(killed, "--max-steps", "12", kill_at=os.path.join("checkpoint-8", "optimizer.pt")))
+    assert code == -9, f"the job was not killed where the test meant it to be:\n{log[-3000:]}"
+    assert (killed / "checkpoint-8" / "model.safetensors").is_file(), "the kill came before the weights' save"
+    code, log = finish(job(killed, "--max-steps", "12", "--resume"))
+    assert code == 0, log[-3000:]
+    assert "checkpoint-8 was not completely written" in log and "moved aside" in log
+    assert (killed / "incomplete-checkpoint-8").is_dir() and (killed / "checkpoint-12").is_dir()
+    resumed, whole = load_file(killed / "last" / "model.safetensors"), load_file(tmp_path / "whole" / "last" /
+                                                                                 "model.safetensors")  # fmt: skip
+    for name, tensor in whole.items():
+        assert torch.equal(resumed[name], tensor), name  # fp32 and a fixed seed: bit-identical
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    output_dir = tmp_path / "run"
+    process = job(output_dir, "--max-steps", "100000", "--save-steps", "100000")
+    deadline = time.monotonic() + 300
+    while not list(output_dir.glob("tensorboard/*")) and time.monotonic() < deadline:  # training has started
+        time.sleep(0.5)
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    code, log = finish(process)
+    assert code == 130, log[-3000:]
+    step = int(re.search(r"error: interrupted at step (\d+); checkpoint saved in \S+", log).group(1))
+    assert f"checkpoint-{step}" in log and "Resume with the same command and --resume." in log
+    assert recipe.is_complete_checkpoint(output_dir / f"checkpoint-{step}")
+    assert "Traceback" not in log
+    code, log = finish(job(output_dir, "--max-steps", str(step + 2), "--save-steps", "100000", "--resume"))
+    assert code == 0, log[-3000:]
+    assert json.loads((output_dir / "checkpoint-" f"{step + 2}" / "trainer_state.json").read_text())["global_step"] \
+        == step + 2  # fmt: skip
+
+
+def test_a_second_job_on_the_same_output_folder_is_refused(tmp_path, capsys):
+    from vaswani.scripts import train_translation
+
+    with recipe.OutputDirLock(tmp_path / "run"), pytest.raises(SystemExit) as refused:  # as another job holds it
+        train_translation.main([*TINY_RUN, "--max-steps", "2", "--output-dir", str(tmp_path / "run")])
+    message = str(refused.value.code)
+    assert message == (f"error: {tmp_path / 'run'} is in use by another training job (process {os.getpid()}): wait "
+                       "for it to end, or give this one another --output-dir.")  # fmt: skip
+    assert not (tmp_path / "run" / "checkpoint-2").exists()  # refused before it trained
+    # The lock goes with the process that held it: once released, the job runs.
+    train_translation.main([*TINY_RUN, "--max-steps", "2", "--average-checkpoints", "1", "--output-dir",
+                            str(tmp_path / "run")])  # fmt: skip
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+# ---- bad input: checkpoints, stdin -------------------------------------------------------------------------------
+def damaged_copy(checkpoint: Path, folder: Path, damage) -> Path:
+    shutil.copytree(checkpoint, folder)
+    damage(folder)
+    return folder
+
+
+def truncate_weights(folder: Path):
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+
+
+def overwrite_header(folder: Path):
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(b"\xff" * 64 + weights[64:])
+
+
+def wrong_field_type(folder: Path):
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "d_model": "big"}))
+
+
+def tokenizer_of_another_model(folder: Path):
+    other = vaswani.VaswaniTokenizer.train([t for pair in PAIRS for t in pair] * 8 + ["Zebra quagga okapi."] * 9,
+                                           vocab_size=400, show_progress=False)  # fmt: skip
+    other.save_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (truncate_weights, r"its weights file is damaged \(safetensors: Error while deserializing header: incomplete "
+                           r"metadata, file not fully covered\); the save was cut off or the file was changed"),
+        (overwrite_header, r"its weights file is damaged \(safetensors: Error while deserializing header: header too "
+                           r"large\)"),
+        (wrong_field_type, r"its config.json is not valid: .*d_model.*expected int, got str \(value: 'big'\)"),
+        (tokenizer_of_another_model, r"its tokenizer has [\d,]+ tokens, its model [\d,]+ \(vocab_size\): the "
+                                     r"tokenizer belongs to another model"),
+    ],
+    ids=lambda x: getattr(x, "__name__", ""),
+)  # fmt: skip
+def test_vaswani_translate_names_what_is_wrong_with_a_damaged_checkpoint(damage, message, checkpoint, tmp_path, capsys):
+    folder = damaged_copy(checkpoint, tmp_path / "damaged", damage)
+    status, err = run_console_script("vaswani-translate", [str(folder), "The house is small."], capsys)
+    assert status == 2 and "Traceback" not in err
+    assert re.search(message, err, flags=re.S), err
+
+
+def test_vaswani_translate_refuses_binary_and_empty_stdin(checkpoint):
+    script = str(Path(sys.executable).with_name("vaswani-translate"))
+    stdin = b"Das Haus\n" + bytes(range(256))  # a 0x0a among them: 0x80 is on line 3
+    binary = subprocess.run([script, str(checkpoint)], input=stdin, capture_output=True)
+    assert binary.returncode == 2
+    assert binary.stderr.decode().endswith("error: stdin is not UTF-8 text (byte 0x80 on line 3): give sentences as "
+                                           "UTF-8 text, one a line\n")  # fmt: skip
+    empty = subprocess.run([script, str(checkpoint)], input=b"", capture_output=True)
+    assert empty.returncode == 2
+    assert empty.stderr.decode().endswith("error: no sentences given (as arguments or on stdin)\n")
+    crlf = subprocess.run([script, str(checkpoint)], input="The house is small.\r\n".encode(), capture_output=True)
+    assert crlf.returncode == 0 and crlf.stdout.decode() == "Das Haus ist klein.\n", crlf.stderr[-2000:]
