@@ -376,5 +376,5 @@ def test_vaswani_translate_refuses_binary_and_empty_stdin(checkpoint):
     empty = subprocess.run([script, str(checkpoint)], input=b"", capture_output=True)
     assert empty.returncode == 2
     assert empty.stderr.decode().endswith("error: no sentences given (as arguments or on stdin)\n")
-    crlf = subprocess.run([script, str(checkpoint)], input="The house is small.\r\n".encode(), capture_output=True)
+    crlf = subprocess.run([script, str(checkpoint)], input=b"The house is small.\r\n", capture_output=True)
     assert crlf.returncode == 0 and crlf.stdout.decode() == "Das Haus ist klein.\n", crlf.stderr[-2000:]
