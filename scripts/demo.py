@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", default="runs/demo", help="where the checkpoint is saved")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    for flag in ("steps", "batch_size"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     torch.manual_seed(args.seed)

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vaswani  # noqa: F401  (registers the model)
 from vaswani.scripts import data, recipe
@@ -38,7 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ctranslate2-threads", type=int, default=1,
                    help="CTranslate2's intra_threads (default 1: on a 2-core Intel Xeon its two threads decoded 4-10x "
                    "slower than one, 2026-12-05; torch keeps its own count)")  # fmt: skip
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.max_sentences is not None and args.max_sentences < 1:
+        p.error("--max-sentences must be at least 1")
+    if args.ctranslate2_threads < 1:
+        p.error("--ctranslate2-threads must be at least 1")
+    return args
 
 
 def source_batches(tokenizer, sentences: list[str]) -> list[tuple[list[int], list[list[str]]]]:
@@ -82,10 +86,13 @@ def run(argv: list[str] | None = None) -> str:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     args = parse_args(argv)
+    try:  # the model first: a mistyped path is refused before the corpus is read
+        model, tokenizer = recipe.load_model_and_tokenizer(args.model)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    model.eval()
     pairs = data.load_bible(args.source, args.target).test[: args.max_sentences]
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.model).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
     paths = {
         "PyTorch float32": lambda: recipe.translate(model, tokenizer, sources, batch_size=BATCH_SIZE),
         "PyTorch int8 (quantize_dynamic)": lambda: recipe.translate(

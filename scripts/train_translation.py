@@ -399,14 +399,29 @@ def run(args: argparse.Namespace) -> dict | None:
     logger.info("%s: %d train, %d validation, %d test pairs", data.description, len(data.train),
                 len(data.validation), len(data.test))  # fmt: skip
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(args.output_dir / "tensorboard"))
     d_model = getattr(args, "d_model", None) or vaswani.PRESETS[args.preset]["d_model"]  # the schedule's scale, §5.3
     peak = args.peak_learning_rate or recipe.paper_learning_rate(PAPER_WARMUP_STEPS, d_model, PAPER_WARMUP_STEPS)
     args.bf16 = use_bf16(args, d_model)  # measured once: every later use reads the same decision
     training_args = training_arguments(args, peak, args.bf16)
     # One job per folder: a second one would overwrite the first one's checkpoints and model under it.
-    with recipe.OutputDirLock(args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext():
+    lock = recipe.OutputDirLock(args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext()
+    with lock, tensorboard_logging_dir(args.output_dir / "tensorboard"):
         return train_and_evaluate(args, data, training_args, peak, budget, d_model)
+
+
+@contextlib.contextmanager
+def tensorboard_logging_dir(folder: Path):
+    """TensorBoard's folder for this run (transformers 5 reads it from TENSORBOARD_LOGGING_DIR, not from
+    TrainingArguments). A value the user set wins; ours is removed afterwards, so that the next run in the same
+    process (vaswani-compare-marian's, a test's) logs into its own folder, not into the first one's."""
+    if "TENSORBOARD_LOGGING_DIR" in os.environ:
+        yield
+        return
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
 
 
 def train_and_evaluate(args, data, training_args, peak: float, budget: float, d_model: int) -> dict | None:

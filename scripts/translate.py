@@ -3,23 +3,52 @@
 python -m vaswani.scripts.translate runs/en-de/model "The house is small." "I love you."
 cat sentences.txt | python -m vaswani.scripts.translate runs/en-de/model --beam 4 --length-penalty 0.6
 
-One output line per input line; blank lines stay blank.
+One output line per input line; blank lines stay blank. Standard input is read and translated a chunk of lines at a
+time (`--chunk-lines`), each chunk printed as it is done, so a file of any length keeps memory flat.
 """
 
 import argparse
+import itertools
 import sys
+from collections.abc import Iterable, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 import vaswani  # noqa: F401  (registers the Auto classes)
 from vaswani.scripts.recipe import check_model_location, load_model_and_tokenizer, translate
 
 
-def read_lines(stream) -> list[str]:
-    """The lines of byte stream `stream` as UTF-8 text (strictly: a binary file is refused, not translated as
-    replacement characters), without their line ends (LF or CRLF)."""
-    text = stream.read().decode("utf-8")
-    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
+class NotUtf8Error(ValueError):
+    """A line of the input is not UTF-8 text."""
+
+
+def read_lines(stream) -> Iterator[str]:
+    """The lines of `stream`, without their line ends (LF or CRLF). A byte stream is decoded as UTF-8 strictly (a
+    binary file is refused with a NotUtf8Error naming the byte and line, not translated as replacement characters);
+    a text stream (a test's StringIO) is taken as it is."""
+    for number, line in enumerate(stream, start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise NotUtf8Error(f"stdin is not UTF-8 text (byte {line[error.start]:#04x} on line {number}): give "
+                                   "sentences as UTF-8 text, one a line") from None  # fmt: skip
+        yield line.removesuffix("\n").removesuffix("\r")
+
+
+def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    """`lines` in lists of `size` (the last one shorter)."""
+    iterator = iter(lines)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def translate_lines(model, tokenizer, lines: list[str], **generation) -> list[str]:
+    """The translations of `lines`, one per line; a blank line stays blank (translated, it came out as "Und")."""
+    texts = [line for line in lines if line.strip()]
+    translations = iter(translate(model, tokenizer, texts, **generation))
+    return [next(translations) if line.strip() else "" for line in lines]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,20 +58,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--beam", type=int, default=4, help="beam size (paper: 4)")
     parser.add_argument("--length-penalty", type=float, default=0.6, help="length penalty alpha (paper: 0.6)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--chunk-lines", type=int, default=1024,
+                        help="lines of stdin read, translated and printed at a time (default: 1024)")  # fmt: skip
     parser.add_argument("--trust-remote-code", action="store_true", help="needed for checkpoints of other models")
     args = parser.parse_args(argv)
-    if args.beam < 1:
-        parser.error("--beam must be at least 1")
+    for flag in ("beam", "batch_size", "chunk_lines"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     try:
         check_model_location(args.checkpoint)
     except ValueError as error:
         parser.error(str(error))
+    # Read the first chunk before loading the model, so that an empty or binary stdin is refused at once.
+    lines = [args.sentences] if args.sentences else chunks(read_lines(getattr(sys.stdin, "buffer", sys.stdin)),
+                                                            args.chunk_lines)  # fmt: skip
+    lines = iter(lines)
     try:
-        sentences = args.sentences or read_lines(sys.stdin.buffer)
-    except UnicodeDecodeError as error:
-        parser.error(f"stdin is not UTF-8 text (byte {error.object[error.start]:#04x} on line "
-                     f"{error.object[: error.start].count(10) + 1}): give sentences as UTF-8 text, one a line")  # fmt: skip
-    if not sentences:
+        first = next(lines, [])
+    except NotUtf8Error as error:
+        parser.error(str(error))
+    if not first:
         parser.error("no sentences given (as arguments or on stdin)")
     try:
         model, tokenizer = load_model_and_tokenizer(args.checkpoint, trust_remote_code=args.trust_remote_code)
@@ -50,12 +85,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     if torch.cuda.is_available():
         model = model.cuda()
-    # A blank line stays a blank line, so that the output lines up with the input (translated, it came out as "Und").
-    texts = [sentence for sentence in sentences if sentence.strip()]
-    translations = iter(translate(model, tokenizer, texts, num_beams=args.beam, length_penalty=args.length_penalty,
-                                  batch_size=args.batch_size, progress=len(texts) > args.batch_size))  # fmt: skip
-    for sentence in sentences:
-        print(next(translations) if sentence.strip() else "")
+    generation = {"num_beams": args.beam, "length_penalty": args.length_penalty, "batch_size": args.batch_size}
+    streaming = not args.sentences
+    progress = tqdm(desc="translating", unit=" lines", disable=not streaming)
+    try:
+        for chunk in itertools.chain([first], lines):
+            for line in translate_lines(model, tokenizer, chunk, **generation,
+                                        progress=not streaming and len(chunk) > args.batch_size):  # fmt: skip
+                print(line)
+            sys.stdout.flush()
+            progress.update(len(chunk))
+    except NotUtf8Error as error:  # a later chunk: the lines before it are translated and printed
+        parser.error(str(error))
+    finally:
+        progress.close()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -378,3 +379,23 @@ def test_vaswani_translate_refuses_binary_and_empty_stdin(checkpoint):
     assert empty.stderr.decode().endswith("error: no sentences given (as arguments or on stdin)\n")
     crlf = subprocess.run([script, str(checkpoint)], input=b"The house is small.\r\n", capture_output=True)
     assert crlf.returncode == 0 and crlf.stdout.decode() == "Das Haus ist klein.\n", crlf.stderr[-2000:]
+
+
+def test_vaswani_translate_streams_stdin_a_chunk_at_a_time(checkpoint):
+    """Each chunk of stdin is translated and printed before the next is read, so a file of any length keeps memory
+    flat: the first line's translation comes back while stdin is still open."""
+    script = str(Path(sys.executable).with_name("vaswani-translate"))
+    process = subprocess.Popen([script, str(checkpoint), "--chunk-lines", "1"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        process.stdin.write(b"The house is small.\n")
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        assert ready, "no translation of the first chunk while stdin is open: vaswani-translate reads all of it first"
+        assert process.stdout.readline() == "Das Haus ist klein.\n".encode()  # stdin not yet closed
+        process.stdin.write(b"\nThe world is big.\n")
+        process.stdin.close()
+        assert process.stdout.read().decode() == "\nDie Welt ist groß.\n"
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()

@@ -187,6 +187,20 @@ def test_tiny_end_to_end_run(tiny_job):
     assert any((output_dir / "tensorboard").iterdir())
 
 
+def test_each_run_logs_tensorboard_into_its_own_folder(tmp_path, monkeypatch):
+    """The second job of one process (vaswani-compare-marian's, the test suite's) logged into the first one's folder
+    while the job set TENSORBOARD_LOGGING_DIR with setdefault and left it set; a value the user set still wins."""
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    for name in ("first", "second"):
+        with train_translation.tensorboard_logging_dir(tmp_path / name):
+            assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(tmp_path / name)
+        assert "TENSORBOARD_LOGGING_DIR" not in os.environ
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "mine"))
+    with train_translation.tensorboard_logging_dir(tmp_path / "third"):
+        assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(tmp_path / "mine")
+    assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(tmp_path / "mine")
+
+
 def test_predictions_keep_one_line_per_test_pair(tmp_path):
     path = tmp_path / "generated_predictions.txt"
     train_translation.write_predictions(path, ["Das Haus ist klein.", "", "Zwei\nZeilen", "Ende."])
