@@ -11,6 +11,7 @@ torch, transformers and that one sibling file.
 """
 
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -543,7 +544,7 @@ def save_atomically(save: Callable[[Path], None], directory: Path) -> None:
     folder) nothing in `directory` has changed, and the error says so."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=directory))
+        staging = Path(tempfile.mkdtemp(prefix=f".saving-{os.getpid()}-", dir=directory))
     except OSError as error:
         raise OSError(f"Could not save into {directory}: {error}. Nothing was written; give a folder you can write "
                       "to.") from error  # fmt: skip
@@ -564,6 +565,26 @@ def save_atomically(save: Callable[[Path], None], directory: Path) -> None:
                     stale.unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    remove_abandoned_staging(directory)
+
+
+def remove_abandoned_staging(directory: Path) -> None:
+    """Removes the staging folders in `directory` of saves whose process is gone (killed mid-save: SIGKILL runs no
+    cleanup), so that they do not pile up or travel with the folder to the Hub. A live process's are kept."""
+    for folder in directory.glob(".saving-*-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not process_is_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def checkpoint_code_files() -> list[Path]:

@@ -235,6 +235,26 @@ def is_complete_checkpoint(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() and (folder / "optimizer.pt").is_file()
 
 
+def checkpoint_reached(folder: Path, max_steps: int | None) -> bool:
+    """Whether the checkpoint in `folder` is at or past `max_steps` (None: no step limit), by its trainer_state."""
+    state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    return max_steps is not None and state["global_step"] >= max_steps
+
+
+def load_ended_run(trainer, folder: Path) -> None:
+    """Gives `trainer` the state and weights of the checkpoint in `folder`, of a run whose training had ended, as
+    `trainer.train(resume_from_checkpoint=folder)` would, without the extra step that takes: the log history (for
+    the curves), the step count and the model's weights."""
+    from transformers import TrainerState
+
+    trainer.state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
+    # strict=False: the file leaves out the tied embeddings and output projection, which tie_weights restores
+    trainer.model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+    trainer.model.tie_weights()
+    logger.info("Resumed from %s, whose training had ended at step %d: no steps left to train.", folder,
+                trainer.state.global_step)  # fmt: skip
+
+
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint-<step> folder in `output_dir`. Newer incomplete ones (a save cut off by a
     crash or a kill) are renamed to `incomplete-checkpoint-<step>`, with a warning, so that neither resuming nor

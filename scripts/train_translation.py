@@ -459,7 +459,13 @@ def train_and_evaluate(args, data, training_args, peak: float, budget: float, d_
     if args.resume and resume_from is None:
         raise SystemExit(f"error: --resume: no completely written checkpoint in {args.output_dir} to resume from.")
     start = time.monotonic()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resume_from is not None and recipe.checkpoint_reached(resume_from, args.max_steps):
+        # Killed after its last step (averaging, the final save): Trainer would take one more step before it checks
+        # max_steps (transformers 5.24), so the resumed run would not end where an uninterrupted one does.
+        recipe.load_ended_run(trainer, resume_from)
+        time_budget.start_step = trainer.state.global_step
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if interrupt.interrupted_at is not None:
         raise recipe.Interrupted(
             f"interrupted at step {interrupt.interrupted_at}; checkpoint saved in "

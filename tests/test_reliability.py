@@ -234,26 +234,52 @@ def test_saving_into_a_read_only_folder_fails_clearly_and_keeps_the_previous_che
 
 
 # ---- the training job: killed, interrupted, two at once --------------------------------------------------------
-# The job in a process of its own, with `torch.save` of one file replaced by a SIGKILL of the process: a kill at
-# that exact moment, in the middle of a checkpoint's save (the weights written, the optimizer's state not yet).
+# The job in a process of its own that SIGKILLs itself at one moment, named by KILL_AT as "moment:detail":
+#   step:N          during step N, after its forward pass and loss, before the backward pass and the update;
+#   evaluate:N      during the validation loss at step N;
+#   save:FILE       in a checkpoint's save, instead of writing FILE (the weights written, the optimizer not yet);
+#   average:N       while averaging, at the N-th checkpoint read;
+#   final-save:N    in the final model's save, at its N-th rename out of the staging folder (some files moved).
 KILLED_JOB = """
-import os, signal, sys, torch
-from vaswani.scripts import train_translation
-kill_at = os.environ.get("KILL_AT")
-save = torch.save
-def save_or_die(obj, f, *args, **kwargs):
-    if kill_at and str(f).endswith(kill_at):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return save(obj, f, *args, **kwargs)
-torch.save = save_or_die
+import os, pathlib, signal, sys, torch
+from vaswani.scripts import recipe, train_translation
+moment, _, detail = os.environ.get("KILL_AT", "").partition(":")
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+def wrap(owner, name, before):
+    original = getattr(owner, name)
+    def wrapped(*args, **kwargs):
+        before(*args, **kwargs)
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapped)
+if moment == "save":
+    wrap(torch, "save", lambda obj, f, *a, **k: str(f).endswith(detail) and die())
+if moment in ("step", "evaluate"):
+    compute_loss = recipe.TokenBudgetTrainer.compute_loss
+    def compute_loss_or_die(self, model, *args, **kwargs):
+        result = compute_loss(self, model, *args, **kwargs)
+        step = self.state.global_step + (1 if model.training else 0)  # during step N, N - 1 steps are done
+        if step == int(detail) and model.training == (moment == "step"):
+            die()
+        return result
+    recipe.TokenBudgetTrainer.compute_loss = compute_loss_or_die
+calls = []
+def count(n):
+    calls.append(1)
+    if len(calls) == n:
+        die()
+if moment == "average":
+    wrap(recipe, "load_file", lambda *a, **k: count(int(detail)))
+if moment == "final-save":
+    wrap(pathlib.Path, "replace", lambda self, target: pathlib.Path(target).parent.name == "model"
+         and count(int(detail)))
 train_translation.main(sys.argv[1:])
 """
 
 
 def job(output_dir: Path, *extra: str, kill_at: str | None = None, **popen) -> subprocess.Popen:
     env = {**os.environ, "KILL_AT": kill_at or "", "HF_HUB_OFFLINE": "1"}
-    argv = [sys.executable, "-c", KILLED_JOB, *TINY_RUN, "--average-checkpoints", "1", "--output-dir", str(output_dir),
-            *extra]  # fmt: skip
+    argv = [sys.executable, "-c", KILLED_JOB, *TINY_RUN, "--output-dir", str(output_dir), *extra]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -262,22 +288,45 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, out + err
 
 
-@pytest.mark.slow
-def test_job_killed_during_a_checkpoint_save_resumes_to_the_uninterrupted_weights(tmp_path):
-    code, log = finish(job(tmp_path / "whole", "--max-steps", "12"))
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The tiny job of 12 steps run whole (its final model the average of the checkpoints of steps 6, 9 and 12)."""
+    output_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    code, log = finish(job(output_dir, "--max-steps", "12"))
     assert code == 0, log[-3000:]
+    return output_dir
+
+
+KILL_MOMENTS = {  # the moment: its KILL_AT (see KILLED_JOB)
+    "during a training step": "step:7",
+    "during the validation loss": "evaluate:6",
+    "during a checkpoint save": "save:" + os.path.join("checkpoint-9", "optimizer.pt"),
+    "during the averaging": "average:2",
+    "during the final save": "final-save:2",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", list(KILL_MOMENTS))
+def test_job_killed_then_resumed_ends_with_the_uninterrupted_weights(moment, uninterrupted, tmp_path):
     killed = tmp_path / "killed"
-    code, log = finish(job(killed, "--max-steps", "12", kill_at=os.path.join("checkpoint-8", "optimizer.pt")))
+    code, log = finish(job(killed, "--max-steps", "12", kill_at=KILL_MOMENTS[moment]))
     assert code == -9, f"the job was not killed where the test meant it to be:\n{log[-3000:]}"
-    assert (killed / "checkpoint-8" / "model.safetensors").is_file(), "the kill came before the weights' save"
     code, log = finish(job(killed, "--max-steps", "12", "--resume"))
     assert code == 0, log[-3000:]
-    assert "checkpoint-8 was not completely written" in log and "moved aside" in log
-    assert (killed / "incomplete-checkpoint-8").is_dir() and (killed / "checkpoint-12").is_dir()
-    resumed, whole = load_file(killed / "last" / "model.safetensors"), load_file(tmp_path / "whole" / "last" /
-                                                                                 "model.safetensors")  # fmt: skip
-    for name, tensor in whole.items():
-        assert torch.equal(resumed[name], tensor), name  # fp32 and a fixed seed: bit-identical
+    if moment == "during a checkpoint save":
+        assert "checkpoint-9 was not completely written" in log and "moved aside" in log
+        assert (killed / "incomplete-checkpoint-9" / "model.safetensors").is_file()  # the kill came after them
+    # No checkpoint is left half-written where it would be loaded, and no staging folder of a killed save is left.
+    assert all(recipe.is_complete_checkpoint(folder) for folder in recipe.checkpoints_in(killed))
+    assert not list(killed.rglob(".saving-*"))
+    for folder in ("last", "model"):  # the last step's weights, and the averaged final model
+        resumed, whole = load_file(killed / folder / "model.safetensors"), load_file(uninterrupted / folder /
+                                                                                     "model.safetensors")  # fmt: skip
+        for name, tensor in whole.items():
+            assert torch.equal(resumed[name], tensor), f"{folder}: {name}"  # fp32 and a fixed seed: bit-identical
+    assert json.loads((killed / "model" / "eval_results.json").read_text())["averaged_checkpoints"] == [
+        "checkpoint-6", "checkpoint-9", "checkpoint-12"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -286,7 +335,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume(tmp_path):
     import time
 
     output_dir = tmp_path / "run"
-    process = job(output_dir, "--max-steps", "100000", "--save-steps", "100000")
+    process = job(output_dir, "--max-steps", "100000", "--save-steps", "100000", "--average-checkpoints", "1")
     deadline = time.monotonic() + 300
     while not list(output_dir.glob("tensorboard/*")) and time.monotonic() < deadline:  # training has started
         time.sleep(0.5)
@@ -298,7 +347,8 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume(tmp_path):
     assert f"checkpoint-{step}" in log and "Resume with the same command and --resume." in log
     assert recipe.is_complete_checkpoint(output_dir / f"checkpoint-{step}")
     assert "Traceback" not in log
-    code, log = finish(job(output_dir, "--max-steps", str(step + 2), "--save-steps", "100000", "--resume"))
+    code, log = finish(job(output_dir, "--max-steps", str(step + 2), "--save-steps", "100000", "--average-checkpoints",
+                           "1", "--resume"))  # fmt: skip
     assert code == 0, log[-3000:]
     assert json.loads((output_dir / "checkpoint-" f"{step + 2}" / "trainer_state.json").read_text())["global_step"] \
         == step + 2  # fmt: skip
@@ -392,7 +442,7 @@ def test_vaswani_translate_streams_stdin_a_chunk_at_a_time(checkpoint):
         process.stdin.flush()
         ready, _, _ = select.select([process.stdout], [], [], 120)
         assert ready, "no translation of the first chunk while stdin is open: vaswani-translate reads all of it first"
-        assert process.stdout.readline() == "Das Haus ist klein.\n".encode()  # stdin not yet closed
+        assert process.stdout.readline() == b"Das Haus ist klein.\n"  # stdin not yet closed
         process.stdin.write(b"\nThe world is big.\n")
         process.stdin.close()
         assert process.stdout.read().decode() == "\nDie Welt ist groß.\n"
