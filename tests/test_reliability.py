@@ -449,3 +449,125 @@ def test_vaswani_translate_streams_stdin_a_chunk_at_a_time(checkpoint):
         assert process.wait(timeout=60) == 0
     finally:
         process.kill()
+
+
+# ---- bad input: training files ------------------------------------------------------------------------------------
+GOOD_TSV = "".join(f"{source}\t{target}\n" for source, target in PAIRS)
+
+
+def job_on(tmp_path: Path, train: bytes, validation: bytes | None = None) -> list[str]:
+    """The job's arguments for a training file of bytes `train` (the validation and test files: GOOD_TSV)."""
+    (tmp_path / "train.tsv").write_bytes(train)
+    (tmp_path / "valid.tsv").write_bytes(validation if validation is not None else GOOD_TSV.encode())
+    return [*TINY_RUN, "--max-steps", "2", "--average-checkpoints", "1", "--train-file", str(tmp_path / "train.tsv"),
+            "--validation-file", str(tmp_path / "valid.tsv"), "--test-file", str(tmp_path / "valid.tsv"),
+            "--output-dir", str(tmp_path / "run")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("train", "message"), [
+    (b"The house is small.\tDas Haus ist klein.\nThe world is big. Die Welt ist gross.\n",
+     "train.tsv:2: expected 2 tab-separated columns (source, target), got 1."),
+    (GOOD_TSV.encode() + b"Caf\xe9\tCaf\xe9\n", "train.tsv:5: not UTF-8 text (byte 0xe9): save the file as UTF-8."),
+    (b"", "holds no sentence pairs."),
+    (b"\n\t\n", "holds no sentence pairs."),
+], ids=["a line without a tab", "invalid UTF-8 (Latin-1)", "an empty file", "only blank lines"])  # fmt: skip
+def test_a_bad_training_file_is_refused_naming_file_and_line_before_any_work(train, message, tmp_path):
+    from vaswani.scripts import train_translation
+
+    with pytest.raises(SystemExit) as refused:
+        train_translation.main(job_on(tmp_path, train))
+    assert str(refused.value.code).startswith("error: ") and str(refused.value.code).endswith(message)
+    assert str(tmp_path / "train.tsv") in str(refused.value.code)
+    assert not (tmp_path / "run").exists()  # refused before the output folder was made
+
+
+def test_crlf_line_ends_and_a_byte_order_mark_read_as_plain_lines(tmp_path):
+    from vaswani.scripts import data
+
+    path = tmp_path / "train.tsv"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD_TSV.replace("\n", "\r\n").encode())  # as Windows Notepad saves it
+    assert data.read_pairs(path) == PAIRS
+    (tmp_path / "src.txt").write_bytes(b"\xef\xbb\xbfThe house is small.\r\nThe world is big.\r\n")
+    (tmp_path / "tgt.txt").write_bytes(b"Das Haus ist klein.\rDie Welt ist gro\xc3\x9f.")  # old Mac line ends, no last
+    assert data.read_line_pair(tmp_path / "src.txt", tmp_path / "tgt.txt") == PAIRS[:2]
+
+
+def test_blank_lines_and_empty_sides_are_skipped_and_counted_in_the_log(tmp_path, caplog):
+    from vaswani.scripts import data
+
+    path = tmp_path / "train.tsv"
+    path.write_text(f"{GOOD_TSV}\nA lonely source.\t\n\tEin einsames Ziel.\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="vaswani.scripts.data"):
+        assert data.read_pairs(path) == PAIRS
+    assert caplog.messages == [f"{path}: skipped 3 of 7 lines, blank or with an empty side (line 5, 6, 7)."]
+
+
+def test_a_training_file_of_one_line_trains(tmp_path):
+    from vaswani.scripts import train_translation
+
+    results = train_translation.run(train_translation.parse_args(job_on(tmp_path, b"The house is small.\tDas Haus "
+                                                                                  b"ist klein.")))  # fmt: skip
+    assert results["steps"] == 2 and (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_validation_pairs_from_the_training_file_get_a_leak_warning(tmp_path, caplog):
+    from vaswani.scripts import data
+
+    (tmp_path / "train.tsv").write_text(GOOD_TSV, encoding="utf-8")
+    (tmp_path / "valid.tsv").write_text("The house is small.\tDas Haus ist klein.\nA new one.\tEin neuer.\n",
+                                        encoding="utf-8")  # fmt: skip
+    with caplog.at_level("WARNING", logger="vaswani.scripts.data"):
+        data.load_files([tmp_path / "train.tsv"], [tmp_path / "valid.tsv"], [tmp_path / "train.tsv"])
+    assert caplog.messages == [
+        "1 of the 2 validation pairs are also in the training data: the validation figures overstate how well the "
+        "model translates new text. Give validation pairs that are not in the training file.",
+        "4 of the 4 test pairs are also in the training data: the test figures overstate how well the model "
+        "translates new text. Give test pairs that are not in the training file."]  # fmt: skip
+
+
+# ---- bad input: longer than the model's positions -----------------------------------------------------------------
+LONG = "The house is small and the world is big. " * 40  # about 400 tokens: past the tiny preset's 256 positions
+
+
+def test_a_line_longer_than_learned_positions_is_refused_before_any_work(tmp_path):
+    learned = train_checkpoint(tmp_path / "learned", position_embedding_type="learned", max_position_embeddings=16)
+    script = str(Path(sys.executable).with_name("vaswani-translate"))
+    result = subprocess.run([script, str(learned)], input=f"The house is small.\n\n{LONG}\n".encode(),
+                            capture_output=True)  # fmt: skip
+    assert result.returncode == 2 and result.stdout == b""  # nothing translated: the check comes first
+    assert re.search(r"error: line 3 is \d+ tokens long, but this model's positions stop at 16 "
+                     r"\(`max_position_embeddings`\): shorten or split it\n$", result.stderr.decode())  # fmt: skip
+
+
+def test_a_sentence_longer_than_the_sinusoid_table_translates_whole(checkpoint):
+    model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint)
+    tokenizer = vaswani.VaswaniTokenizer.from_pretrained(checkpoint)
+    batch = tokenizer([LONG], return_tensors="pt")
+    assert batch.input_ids.shape[1] > model.config.max_position_embeddings
+    [translation] = recipe.translate(model, tokenizer, [LONG], num_beams=1, progress=False)
+    whole = model.generate(**batch, num_beams=1, max_new_tokens=batch.input_ids.shape[1] + 50)  # every input token
+    assert translation and translation == tokenizer.decode(whole[0], skip_special_tokens=True).strip()
+
+
+# ---- load ---------------------------------------------------------------------------------------------------------
+def test_the_pipeline_called_from_4_threads_at_once_gives_the_serial_outputs(checkpoint):
+    from concurrent.futures import ThreadPoolExecutor
+
+    translator = vaswani.pipeline("translation", str(checkpoint))
+    sentences = [source for source, _ in PAIRS] * 4 + ["The house is big.", "I see the world.", "The child."]
+
+    def translate(sentence: str) -> str:
+        return translator(sentence, num_beams=4)[0]["translation_text"]
+
+    serial = [translate(sentence) for sentence in sentences]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(translate, sentences))
+    assert parallel == serial and serial[:4] == [target for _, target in PAIRS]
+
+
+def test_reliability_table_names_every_test_here():
+    """docs/reliability.md is the table of these tests: each named once, in a row of its own, and none that is gone."""
+    table = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    named = re.findall(r"\| `(test_\w+)` \|$", table, flags=re.M)
+    here = sorted(name for name in globals() if name.startswith("test_"))
+    assert sorted(named) == here, f"in the table only: {set(named) - set(here)}; here only: {set(here) - set(named)}"
