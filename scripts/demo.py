@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSeq2SeqLM
 
 import vaswani
+from vaswani.scripts import recipe
 
 PAD, BOS, EOS, FIRST_SYMBOL = 0, 1, 2, 4
 logger = logging.getLogger("vaswani.demo")
@@ -64,9 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", default="runs/demo", help="where the checkpoint is saved")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for flag in ("steps", "batch_size"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    recipe.require_at_least_one(parser, args, "steps", "batch_size")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     torch.manual_seed(args.seed)

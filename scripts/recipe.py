@@ -225,6 +225,15 @@ def checkpoints_in(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
+def require_at_least_one(parser, args, *flags: str) -> None:
+    """`parser.error` ("--batch-size must be at least 1") for the first of the options `flags` (their dest names)
+    that is set and below 1: a zero or negative count would run nothing, or fail deep inside the work."""
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+
+
 def is_complete_checkpoint(folder: Path) -> bool:
     """Trainer writes trainer_state.json last of a checkpoint's files: a folder without it (or with a half-written
     one, or without its weights) is one whose save was cut off."""

@@ -38,10 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CTranslate2's intra_threads (default 1: on a 2-core Intel Xeon its two threads decoded 4-10x "
                    "slower than one, 2026-12-05; torch keeps its own count)")  # fmt: skip
     args = p.parse_args(argv)
-    if args.max_sentences is not None and args.max_sentences < 1:
-        p.error("--max-sentences must be at least 1")
-    if args.ctranslate2_threads < 1:
-        p.error("--ctranslate2-threads must be at least 1")
+    recipe.require_at_least_one(p, args, "max_sentences", "ctranslate2_threads")
     return args
 
 

@@ -16,7 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 import vaswani  # noqa: F401  (registers the Auto classes)
-from vaswani.scripts.recipe import TooLongError, check_model_location, load_model_and_tokenizer, translate
+from vaswani.scripts.recipe import (
+    TooLongError,
+    check_model_location,
+    load_model_and_tokenizer,
+    require_at_least_one,
+    translate,
+)
 
 
 class InputError(ValueError):
@@ -71,17 +77,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="lines of stdin read, translated and printed at a time (default: 1024)")  # fmt: skip
     parser.add_argument("--trust-remote-code", action="store_true", help="needed for checkpoints of other models")
     args = parser.parse_args(argv)
-    for flag in ("beam", "batch_size", "chunk_lines"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    require_at_least_one(parser, args, "beam", "batch_size", "chunk_lines")
     try:
         check_model_location(args.checkpoint)
     except ValueError as error:
         parser.error(str(error))
     # Read the first chunk before loading the model, so that an empty or binary stdin is refused at once.
-    lines = [args.sentences] if args.sentences else chunks(read_lines(getattr(sys.stdin, "buffer", sys.stdin)),
-                                                            args.chunk_lines)  # fmt: skip
-    lines = iter(lines)
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)  # bytes, or a test's StringIO
+    lines = iter([args.sentences]) if args.sentences else chunks(read_lines(stdin), args.chunk_lines)
     try:
         first = next(lines, [])
     except NotUtf8Error as error:
