@@ -10,6 +10,7 @@ This file is copied flat into every checkpoint beside `configuration_vaswani.py`
 torch, transformers and that one sibling file.
 """
 
+import copy
 import math
 import os
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
@@ -63,8 +64,26 @@ except ImportError:  # the installed package: vaswani/modeling/ and vaswani/conf
 logger = logging.get_logger(__name__)
 
 # The paper's decoding (Section 6.1): beam 4, length penalty alpha 0.6, output length at most input length + 50.
+# Not the default of a model built from a config, which decodes greedily as transformers' models do (its tools
+# assume it: compiled decoding with a static cache is greedy); `paper_generation_config` gives it, and the training
+# job stores it in the checkpoints it saves. The output bound is `generate`'s default whatever the config.
 PAPER_GENERATION_DEFAULTS = {"num_beams": 4, "length_penalty": 0.6}
 MAX_OUTPUT_LENGTH_OFFSET = 50
+
+
+def paper_generation_config(base: GenerationConfig | None = None) -> GenerationConfig:
+    """The paper's decoding (Section 6.1) as a `GenerationConfig`: beam 4, length penalty 0.6 (the output bound,
+    input length + 50, is `generate`'s own default).
+
+    - For one call: `model.generate(**batch, generation_config=paper_generation_config())`; the model's generation
+      config fills in the rest (token ids).
+    - For good: `model.generation_config = paper_generation_config(model.generation_config)` before
+      `save_pretrained`, so that the checkpoint's `generation_config.json` carries it (what the training job does).
+
+    `base`: a generation config to copy (left unchanged) with the paper's settings on it; None gives them alone."""
+    config = copy.deepcopy(base) if base is not None else GenerationConfig()
+    config.update(**PAPER_GENERATION_DEFAULTS)
+    return config
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,9 +172,10 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.register_buffer("table", sinusoid_table(num_positions, d_model), persistent=False)
 
     def forward(self, past_length: int | torch.Tensor, length: int) -> torch.Tensor:
-        if isinstance(past_length, torch.Tensor) and is_torchdynamo_compiling():
-            # A static cache counts its positions in a tensor, so that compiled decoding steps share one graph;
-            # `generate` made the table long enough before compiling (`cover_positions`).
+        if is_torchdynamo_compiling():
+            # Traced, the past length is a tensor (a static cache's count) or a symbolic size (an exported graph's
+            # dynamic past): index the table with it, so that one graph serves every length. `generate` made the
+            # table long enough before compiling (`cover_positions`); an export covers the table it was given.
             return self.table[torch.arange(length, device=self.table.device) + past_length]  # (length, d_model)
         end = int(past_length) + length
         if end > self.table.shape[0]:
@@ -172,8 +192,9 @@ class LearnedPositionalEmbedding(nn.Embedding):
     """Learned positions, Table 3 row (E): a deviation, limited to `max_position_embeddings` positions."""
 
     def forward(self, past_length: int | torch.Tensor, length: int) -> torch.Tensor:
-        if isinstance(past_length, torch.Tensor) and is_torchdynamo_compiling():
-            # A static cache's tensor count; `generate` checked the length before compiling (`cover_positions`).
+        if is_torchdynamo_compiling():
+            # A static cache's tensor count or an export's symbolic size; `generate` checked the length before
+            # compiling (`cover_positions`).
             return self.weight[torch.arange(length, device=self.weight.device) + past_length]  # (length, d_model)
         end = int(past_length) + length
         self.cover_positions(end)
@@ -900,8 +921,9 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
 
     - `forward(input_ids, attention_mask, labels=...)` gives the loss and the logits (B, T, V): what Trainer and
       Seq2SeqTrainer call.
-    - `generate(**tokenizer(texts, return_tensors="pt"))` translates with the paper's decoding (Section 6.1),
-      which is the model's generation config: beam 4, length penalty 0.6, output up to input length + 50.
+    - `generate(**tokenizer(texts, return_tensors="pt"))` translates with the model's generation config, output up
+      to input length + 50 (Section 6.1): greedy for a model built from a config, the paper's beam 4 and length
+      penalty 0.6 for the training job's checkpoints (`paper_generation_config`).
     - `save_pretrained` / `push_to_hub` write self-contained checkpoints (the code files travel with the
       weights); `from_marian` / `to_marian` convert from and to transformers' MarianMTModel with the same logits.
     """
@@ -918,10 +940,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         # MarianMT's fixed logit offsets, for converted checkpoints (not in the paper; `add_final_logits_bias`).
         bias = torch.zeros(1, config.decoder_vocabulary) if config.add_final_logits_bias else None
         self.register_buffer("final_logits_bias", bias)
-        self.post_init()
-        if self.generation_config is not None:  # the paper's decoding, Section 6.1
-            for key, value in PAPER_GENERATION_DEFAULTS.items():
-                setattr(self.generation_config, key, value)
+        self.post_init()  # decodes greedily, as transformers' models; the paper's beam: `paper_generation_config`
 
     def get_encoder(self):
         return self.model.encoder
@@ -1068,8 +1087,10 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
 
         `inputs` (or `input_ids=`) are the source ids, (B, S), with their `attention_mask`; `generation_config` and
         `kwargs` are transformers' (`num_beams`, `max_new_tokens`, `do_sample`, ...). The model's generation config
-        is the paper's beam 4 and length penalty 0.6; when neither the call nor the generation config bounds the
-        length, outputs stop at input length + 50. Returns the generated ids, (B * num_return_sequences, <= S + 51),
+        applies where the call says nothing: greedy for a model built from a config, the paper's beam 4 and length
+        penalty 0.6 in the training job's checkpoints (`generation_config=paper_generation_config()` asks for it in
+        one call). When neither the call nor the generation config bounds the length, outputs stop at input length
+        + 50. Returns the generated ids, (B * num_return_sequences, <= S + 51),
         starting with the decoder start token `<s>`.
         """
         config = generation_config or self.generation_config
