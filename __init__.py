@@ -51,10 +51,12 @@ from vaswani.modeling import (  # noqa: E402
     VaswaniModel,
     VaswaniPreTrainedModel,
     VaswaniTranslationPipeline,
+    paper_generation_config,
     pipeline,
 )
 from vaswani.modeling.ctranslate2_export import convert_to_ctranslate2  # noqa: E402
 from vaswani.modeling.onnx_export import export_onnx  # noqa: E402
+from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM  # noqa: E402
 from vaswani.tokenization import VaswaniTokenizer  # noqa: E402
 
 __version__ = "0.5.0"
@@ -65,6 +67,7 @@ AutoModelForSeq2SeqLM.register(VaswaniConfig, VaswaniForConditionalGeneration, e
 AutoTokenizer.register(VaswaniConfig, fast_tokenizer_class=VaswaniTokenizer, exist_ok=True)
 
 __all__ = [
+    "ORTModelForSeq2SeqLM",
     "PRESETS",
     "VaswaniConfig",
     "VaswaniForConditionalGeneration",
@@ -74,5 +77,6 @@ __all__ = [
     "VaswaniTranslationPipeline",
     "convert_to_ctranslate2",
     "export_onnx",
+    "paper_generation_config",
     "pipeline",
 ]

@@ -2,6 +2,7 @@ from .modeling_vaswani import (
     VaswaniForConditionalGeneration,
     VaswaniModel,
     VaswaniPreTrainedModel,
+    paper_generation_config,
     scaled_dot_product_attention,
     sinusoid_table,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "VaswaniModel",
     "VaswaniPreTrainedModel",
     "VaswaniTranslationPipeline",
+    "paper_generation_config",
     "pipeline",
     "scaled_dot_product_attention",
     "sinusoid_table",

@@ -85,7 +85,7 @@ print(translator({{ example | tojson }}))  # [{"translation_text": ...}]
 ```
 
 Loading without either fails with transformers' request to pass `trust_remote_code=True`.
-The generation defaults are the paper's (Section 6.1): beam search with 4 beams and length penalty 0.6.
+{{ decoding }}
 """
 
 
@@ -203,4 +203,17 @@ def model_card(
         examples=[{k: e[k].replace("|", "\\|") for k in ("source", "reference", "translation")} for e in examples[:3]],
         example=min((e["source"] for e in examples), key=len, default="The house is small."),
         curves=curves,
+        decoding=decoding(model.generation_config),
     )
+
+
+def decoding(generation_config) -> str:
+    """The card's sentence on what `generate()` does by default: what the checkpoint's generation config says."""
+    beams = getattr(generation_config, "num_beams", None) or 1
+    if beams == 1:
+        return ("`generate()` decodes greedily by default; the paper's decoding (Section 6.1) is "
+                "`generate(..., num_beams=4, length_penalty=0.6)`.")  # fmt: skip
+    penalty = getattr(generation_config, "length_penalty", None)
+    penalty = 1.0 if penalty is None else penalty
+    paper = " (the paper's, Section 6.1)" if (beams, penalty) == (4, 0.6) else ""
+    return f"`generate()` decodes by default with beam search, {beams} beams and length penalty {penalty}{paper}."

@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("Built %s with %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
     train(model, args.steps, args.batch_size, args.seed)
 
+    # The paper's decoding (Section 6.1) in the checkpoint's generation config: a model built from a config is greedy.
+    model.generation_config = vaswani.paper_generation_config(model.generation_config)
     model.save_pretrained(args.output_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(args.output_dir).eval()
     logger.info("Saved and reloaded a self-contained checkpoint from %s", args.output_dir)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(args.seed + 1)
     tests = [reverse_example(rng, config.vocab_size) for _ in range(8)]
     batch = collate(tests)
-    generated = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=4)
+    generated = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"])  # the saved beam 4
     correct = 0
     for row, (source, target) in zip(generated.tolist(), tests, strict=True):
         output = row[1 : row.index(EOS) + 1] if EOS in row else row[1:]

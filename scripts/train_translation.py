@@ -344,6 +344,14 @@ def average_and_save(trainer, args, tokenizer):
     return saved, final, [p.name for p in checkpoints]
 
 
+def decode_as_evaluated(model, args) -> None:
+    """Stores the test decoding (the paper's, Section 6.1, unless `--beam` / `--length-penalty` say otherwise) in the
+    model's generation config, so that every checkpoint the job saves decodes so in `generate()` and the pipeline
+    (a model built from a config decodes greedily, as transformers' models do)."""
+    model.generation_config = vaswani.paper_generation_config(model.generation_config)
+    model.generation_config.update(num_beams=args.beam, length_penalty=args.length_penalty)
+
+
 def dataset_id(args: argparse.Namespace) -> str | None:
     """The training data's name for the model card's `datasets` metadata."""
     if args.dataset:
@@ -435,6 +443,7 @@ def train_and_evaluate(args, data, training_args, peak: float, budget: float, d_
                                        args.max_tokens, seed=args.seed)  # fmt: skip
     torch.manual_seed(args.seed)
     model = build_model(args, tokenizer)
+    decode_as_evaluated(model, args)
     c = model.config
     logger.info("Model: %s, %s, d_model %d, %d+%d layers, %.1fM parameters", c.model_type,
                 f"preset {args.preset}" if args.preset else args.model_name_or_path, c.d_model, c.encoder_layers,

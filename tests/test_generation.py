@@ -1,9 +1,11 @@
 import pytest
 import torch
 from conftest import random_batch, tiny_model
+from transformers import CompileConfig, GenerationConfig
 from transformers.cache_utils import EncoderDecoderCache
 
-from vaswani.modeling.compat_vaswani import cache_of
+import vaswani
+from vaswani.modeling.compat_vaswani import GENERATE_CACHE_NAME, cache_of
 from vaswani.modeling.modeling_vaswani import MAX_OUTPUT_LENGTH_OFFSET
 
 DECODING = {
@@ -83,15 +85,77 @@ def test_sampling_is_reproducible_with_a_seed_and_varies_without():
     assert not torch.equal(first, generate(model, input_ids, attention_mask, seed=8, **kwargs))
 
 
-def test_paper_decoding_defaults():
+def test_a_model_built_from_a_config_decodes_greedily_and_the_papers_decoding_is_one_line_away():
+    """transformers' tools assume greedy decoding unless asked (compiled decoding with a static cache is greedy);
+    the paper's beam 4 and length penalty 0.6 (Section 6.1) is `paper_generation_config()`."""
     model = tiny_model()
-    assert model.generation_config.num_beams == 4
-    assert model.generation_config.length_penalty == 0.6
+    input_ids, attention_mask = random_batch()
+    assert model.generation_config.num_beams in (None, 1) and model.generation_config.length_penalty in (None, 1.0)
+    greedy = dict(num_beams=1, do_sample=False)
+    assert torch.equal(generate(model, input_ids, attention_mask), generate(model, input_ids, attention_mask, **greedy))
+    paper = vaswani.paper_generation_config()
+    assert isinstance(paper, GenerationConfig) and (paper.num_beams, paper.length_penalty) == (4, 0.6)
+    beam = generate(model, input_ids, attention_mask, num_beams=4, length_penalty=0.6)
+    assert torch.equal(generate(model, input_ids, attention_mask, generation_config=paper), beam)
+    on_the_model = vaswani.paper_generation_config(model.generation_config)
+    assert on_the_model.decoder_start_token_id == model.generation_config.decoder_start_token_id  # kept from `base`
+    assert model.generation_config.num_beams in (None, 1)  # `base` itself is left as it was
+
+
+def test_the_output_is_bounded_by_input_length_plus_50():
     # Section 6.1: maximum output length = input length + 50 when the caller sets no bound.
+    model = tiny_model()
     input_ids = torch.randint(4, 128, (1, 7))
-    out = model.generate(input_ids, min_new_tokens=7 + MAX_OUTPUT_LENGTH_OFFSET, num_beams=1)
+    out = model.generate(input_ids, min_new_tokens=7 + MAX_OUTPUT_LENGTH_OFFSET)
     assert out.shape[1] == 1 + 7 + MAX_OUTPUT_LENGTH_OFFSET
-    assert model.generate(input_ids, max_new_tokens=3, num_beams=1).shape[1] <= 4  # an explicit bound wins
+    paper = vaswani.paper_generation_config()
+    out = model.generate(input_ids, generation_config=paper, min_new_tokens=7 + MAX_OUTPUT_LENGTH_OFFSET)
+    assert out.shape[1] == 1 + 7 + MAX_OUTPUT_LENGTH_OFFSET
+    assert model.generate(input_ids, max_new_tokens=3).shape[1] <= 4  # an explicit bound wins
+
+
+def compile_on_a_cpu() -> CompileConfig:
+    """generate compiles its decoding step by itself on a GPU; here it is asked to. The "eager" backend runs
+    TorchDynamo (its graphs, guards and recompilations) without inductor's minutes of code generation."""
+    config = CompileConfig(fullgraph=True, backend="eager")
+    config._compile_all_devices = True
+    return config
+
+
+def test_greedy_decoding_with_a_static_cache_compiles_once_and_not_again_for_a_shorter_length():
+    """What transformers' test_generate_compile_model_forward_fullgraph and
+    test_static_cache_no_recompile_with_smaller_length check: beam search is never compiled automatically, so a
+    model whose default was the paper's beam never took this path."""
+    model = tiny_model("sdpa")
+    input_ids, attention_mask = random_batch(2, 9)
+    eager = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=10)
+    options = dict(cache_implementation="static", compile_config=compile_on_a_cpu())
+    torch._dynamo.reset()
+    compiled = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=10, **options)
+    assert hasattr(model, "_compiled_call")  # the decoding step was compiled, with no graph break (fullgraph)
+    assert torch.equal(compiled, eager)
+    with torch.compiler.set_stance("fail_on_recompile"):
+        shorter = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6, **options)
+    assert torch.equal(shorter, eager[:, : shorter.shape[1]])
+
+
+def test_continuing_from_the_returned_cache_gives_what_one_call_gives():
+    """transformers' test_generate_continue_from_past_key_values: generate, then generate on from the sequences
+    and the cache returned, as a chat or a streaming client does."""
+    model = tiny_model()
+    input_ids, attention_mask = random_batch(2, 9)
+    options = dict(attention_mask=attention_mask, return_dict_in_generate=True, output_scores=True)
+    whole = model.generate(input_ids, max_new_tokens=8, min_new_tokens=8, **options)
+    first = model.generate(input_ids, max_new_tokens=5, min_new_tokens=5, **options)
+    cache = cache_of(first)
+    assert cache.get_seq_length() == first.sequences.shape[1] - 1  # the last token is not in the cache yet
+    # The whole target so far, with its mask: generate feeds the model only what the cache does not hold yet.
+    rest = model.generate(input_ids, decoder_input_ids=first.sequences, max_new_tokens=3, min_new_tokens=3,
+                          decoder_attention_mask=torch.ones_like(first.sequences), **{GENERATE_CACHE_NAME: cache},
+                          **options)  # fmt: skip
+    assert torch.equal(rest.sequences, whole.sequences)
+    for a, b in zip(first.scores + rest.scores, whole.scores, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_training_builds_no_cache_but_inference_does():

@@ -139,6 +139,7 @@ def reference(tmp_path_factory):
     model = vaswani.VaswaniForConditionalGeneration(
         vaswani.VaswaniConfig.from_preset("tiny", vocab_size=len(tokenizer))
     )
+    model.generation_config = vaswani.paper_generation_config(model.generation_config)  # as the training job saves
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

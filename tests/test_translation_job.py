@@ -244,6 +244,10 @@ def test_checkpoint_reloads_and_translates(tiny_job, capsys):
     assert isinstance(model, vaswani.VaswaniForConditionalGeneration)
     assert isinstance(tokenizer, vaswani.VaswaniTokenizer)
     assert model.generation_config.max_length is None  # the paper's input + 50 rule, not a silent 20-token cap
+    # The paper's decoding, stored by the job in every checkpoint it saves (a model built from a config is greedy).
+    for folder in [output_dir / "model", *output_dir.glob("checkpoint-*")]:
+        saved = json.loads((folder / "generation_config.json").read_text())
+        assert (saved["num_beams"], saved["length_penalty"]) == (4, 0.6), folder
     first = results["examples"][0]
     assert recipe.translate(model, tokenizer, [first["source"]], progress=False) == [first["translation"]]
     from vaswani.scripts import translate

@@ -22,6 +22,7 @@ from packaging.version import Version
 from transformers import AutoModelForSeq2SeqLM
 from transformers.utils import is_kernels_available
 
+import vaswani
 from vaswani.modeling import compat_vaswani as compat
 from vaswani.modeling.modeling_vaswani import VaswaniForConditionalGeneration, checkpoint_code_files
 from vaswani.scripts import refresh_checkpoint
@@ -280,7 +281,8 @@ try:
 except compat.CachedDecodingError as error:
     verdict = "DISAGREE " + str(error)
 tokens = {n: model.generate(**data, num_beams=n, max_new_tokens=10).tolist() for n in (1, 4)}
-print("RESULT " + json.dumps({"verdict": verdict, "greedy": tokens[1], "beam": tokens[4]}))
+default = model.generate(**data, max_new_tokens=10).tolist()  # as the checkpoint's generation_config.json says
+print("RESULT " + json.dumps({"verdict": verdict, "greedy": tokens[1], "beam": tokens[4], "default": default}))
 """
 
 
@@ -301,6 +303,8 @@ def test_old_checkpoint_code_breaks_on_the_renamed_cache_and_the_refresh_repairs
     model = tiny_model(seed=1)
     input_ids, attention_mask = random_batch(batch_size=3, length=8)
     folder = tmp_path / "old-checkpoint"
+    # vaswani 0.1.0-0.5.0 put the paper's decoding on every model: their generation_config.json carries it.
+    model.generation_config = vaswani.paper_generation_config(model.generation_config)
     model.save_pretrained(folder)
     torch.save({"input_ids": input_ids, "attention_mask": attention_mask}, folder / "inputs.pt")
     (folder / "compat_vaswani.py").unlink()  # as saved by vaswani 0.1.0: its three code files, no shims
@@ -326,7 +330,9 @@ def test_old_checkpoint_code_breaks_on_the_renamed_cache_and_the_refresh_repairs
         assert (folder / source.name).read_bytes() == source.read_bytes()
     assert (folder / "model.safetensors").read_bytes() == weights  # the weights are not touched
     after = decode_as_remote_code(folder, tmp_path)
-    assert after == {"verdict": "AGREE", "greedy": plugin[1], "beam": plugin[4]}
+    # ... and the refreshed code decodes it as it did: beam 4, length penalty 0.6 by default.
+    assert after == {"verdict": "AGREE", "greedy": plugin[1], "beam": plugin[4], "default": plugin[4]}
+    assert json.loads((folder / "generation_config.json").read_text())["num_beams"] == 4
 
 
 def test_refresh_refuses_what_is_not_a_vaswani_checkpoint(tmp_path):
