@@ -10,6 +10,7 @@ What is absorbed here, and since when:
   `model_kwargs["cache"]` and calls `forward(..., cache=...)`; output classes name the field `cache`; the mask
   helpers take `cache=` (the old keyword warns until 5.40). Before 5.24 all three said `past_key_values`. A forward
   that took only the old name silently received the new one in `**kwargs` and decoded every step without its past.
+  vaswani's forwards take both names, and from 5.24 warn of the old one as transformers' models do.
 - transformers 5.25 applies Hub kernels by default: `from_pretrained` without `use_kernels` kernelizes the model,
   and raises `ValueError: Kernels are not available` where the `kernels` package (0.19.1-0.19.x) is missing (an
   environment installed with `--no-deps` from a lock, or a registry without it). vaswani has no layer a Hub kernel
@@ -82,22 +83,44 @@ KNOWN_KWARGS = frozenset({"output_attentions", "output_hidden_states", "use_cach
 ENCODER_KWARGS = frozenset({"labels"})
 
 
+# Where `cache` is transformers' name, its models deprecate `past_key_values` with this decorator and release.
+PAST_KEY_VALUES_REMOVED_IN = "5.40.0"
+
+
 def accepts_past_key_values(forward: Callable) -> Callable:
     """Lets a `forward(..., cache=...)` also be called with `past_key_values=`, the name transformers used before
-    5.24 (where `generate` passes it), and user code still uses. No warning on any release; both at once is an error."""
+    5.24 (where `generate` passes it), and user code still uses. Both at once is an error.
+
+    Where the installed transformers names the cache `cache` (5.24 and newer), the old name warns as it does for
+    transformers' own models: their `deprecate_kwarg` (a FutureWarning "`past_key_values` is deprecated and will be
+    removed in version 5.40.0 ..."), silent while compiling. Before 5.24 it is the native name: no warning."""
+    renamed = GENERATE_CACHE_NAME == "cache"
+    if renamed:
+        from transformers.utils.deprecation import deprecate_kwarg
+
+        forward_as_native = deprecate_kwarg("past_key_values", version=PAST_KEY_VALUES_REMOVED_IN, new_name="cache")(
+            forward
+        )
 
     @functools.wraps(forward)
     def wrapper(self, *args, **kwargs):
-        if "past_key_values" in kwargs:
-            old = kwargs.pop("past_key_values")
-            new = kwargs.get("cache")
-            if old is not None and new is not None and old is not new:
-                raise ValueError(
-                    f"{type(self).__name__} got both `cache` and `past_key_values`, two names of the same argument: "
-                    "pass the cache once, as `cache` (transformers 5.24 and newer) or `past_key_values`."
-                )
-            if new is None:
-                kwargs["cache"] = old
+        if "past_key_values" not in kwargs:
+            return forward(self, *args, **kwargs)
+        old, new = kwargs["past_key_values"], kwargs.get("cache")
+        if old is not None and new is not None and old is not new:
+            raise ValueError(
+                f"{type(self).__name__} got both `cache` and `past_key_values`, two names of the same argument: "
+                "pass the cache once, as `cache` (transformers 5.24 and newer) or `past_key_values`."
+            )
+        if renamed:
+            if new is None:  # `cache=None` beside the old name: the decorator would keep the None
+                kwargs.pop("cache", None)
+            else:  # the same cache under both names, or a None under the old one
+                del kwargs["past_key_values"]
+            return forward_as_native(self, *args, **kwargs)
+        kwargs.pop("past_key_values")
+        if new is None:
+            kwargs["cache"] = old
         return forward(self, *args, **kwargs)
 
     return wrapper

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,32 @@ def test_either_name_of_the_cache_decodes_alike_and_both_at_once_is_refused():
     other = compat.cache_of(model(**encoded, decoder_input_ids=input_ids[:, :2], use_cache=True))
     with pytest.raises(ValueError, match="both `cache` and `past_key_values`"):
         model(**encoded, decoder_input_ids=input_ids[:, 2:3], cache=cache, past_key_values=other)
+
+
+def test_the_old_name_of_the_cache_warns_as_transformers_models_warn_where_it_is_deprecated():
+    """From 5.24 transformers' models deprecate `past_key_values=` in their forwards (`deprecate_kwarg`, removed in
+    5.40); on 5.23 it is the name generate passes, and nothing warns."""
+    model = tiny_model()
+    input_ids, attention_mask = random_batch(batch_size=2, length=6)
+    encoded = dict(input_ids=input_ids, attention_mask=attention_mask)
+    steps = {"cache": None}
+    for module in (model, model.model):
+        for name in ("cache", "past_key_values"):
+            cache = compat.cache_of(model(**encoded, decoder_input_ids=input_ids[:, :2], use_cache=True))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                # (`cache=None` beside the old name, as a caller forwarding every argument passes it)
+                given = {name: cache} if name == "cache" else {"cache": None, name: cache}
+                step = module(**encoded, decoder_input_ids=input_ids[:, 2:3], use_cache=True, **given)
+            steps[name] = step.last_hidden_state if module is model.model else step.logits
+            deprecated = [w for w in caught if "`past_key_values` is deprecated" in str(w.message)]
+            if name == "past_key_values" and RENAMED:
+                assert len(deprecated) == 1 and deprecated[0].category is FutureWarning
+                assert f"{type(module).__name__}.forward" in str(deprecated[0].message)
+                assert "5.40.0" in str(deprecated[0].message) and "Use `cache` instead" in str(deprecated[0].message)
+            else:
+                assert not deprecated, [str(w.message) for w in caught]
+        torch.testing.assert_close(steps["past_key_values"], steps["cache"])  # and the cache was read, not dropped
 
 
 @pytest.mark.parametrize("name", ["cache_params", "decoder_position_ids", "encoder_hidden_states_typo"])
