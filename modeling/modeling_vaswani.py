@@ -637,20 +637,46 @@ def translation_pipelines() -> dict:
 
 
 def embed(
-    embed_tokens: nn.Embedding,
-    positions: nn.Module,
-    input_ids: torch.Tensor,
-    past_length: int,
-    config: VaswaniConfig,
-    training: bool,
+    inputs_embeds: torch.Tensor, positions: nn.Module, past_length: int, config: VaswaniConfig, training: bool
 ) -> torch.Tensor:
     """Token embeddings times sqrt(d_model) (Section 3.4) plus positional encodings (Section 3.5), then dropout
-    on the sum (Section 5.4)."""
-    x = embed_tokens(input_ids)  # (B, T, d_model)
+    on the sum (Section 5.4).
+
+    `inputs_embeds` (B, T, d_model) are the embedding matrix's rows, what `get_input_embeddings()(input_ids)`
+    returns: the lookup is the caller's, so that embeddings given in place of ids (`inputs_embeds`, PEFT's prompt
+    tuning) are scaled and positioned exactly as looked-up ones."""
+    x = inputs_embeds
     if config.scale_embedding:
         x = x * math.sqrt(config.d_model)
-    x = x + positions(past_length, input_ids.shape[1]).to(x.dtype)  # (T, d_model) broadcasts over B
+    x = x + positions(past_length, x.shape[1]).to(x.dtype)  # (T, d_model) broadcasts over B
     return dropout(x, config.dropout, training)
+
+
+def token_embeddings(
+    embed_tokens: nn.Embedding,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    vocab_size: int,
+    names: tuple[str, str],
+    hint: str = "",
+) -> torch.Tensor:
+    """The rows of `embed_tokens` for `input_ids`, or `inputs_embeds` as given (exactly one of the two), checked
+    before torch sees them; (B, T, d_model). `names`: the two arguments' names in the caller's forward; `hint`: what
+    else the caller may pass instead."""
+    ids_name, embeds_name = names
+    if (input_ids is None) == (inputs_embeds is None):
+        given = "both" if input_ids is not None else "neither"
+        raise ValueError(f"Pass exactly one of `{ids_name}` and `{embeds_name}`{hint}; got {given}.")
+    if input_ids is not None:
+        if not is_torchdynamo_compiling():
+            check_input_ids(input_ids, vocab_size, ids_name)
+        return embed_tokens(input_ids)  # (B, T, d_model)
+    if inputs_embeds.dim() != 3 or inputs_embeds.shape[1] == 0 or inputs_embeds.shape[2] != embed_tokens.embedding_dim:
+        raise ValueError(
+            f"`{embeds_name}` must have shape (batch_size, sequence_length, {embed_tokens.embedding_dim}) with at "
+            f"least one position, got {tuple(inputs_embeds.shape)}: the rows `get_input_embeddings()(ids)` returns."
+        )
+    return inputs_embeds
 
 
 class VaswaniEncoder(VaswaniPreTrainedModel):
@@ -676,18 +702,16 @@ class VaswaniEncoder(VaswaniPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutput:
-        r"""`input_ids` (B, S) and their `attention_mask` (B, S; 1 for real tokens, 0 for padding). `kwargs` takes
-        only transformers' `output_attentions` / `output_hidden_states` (and `labels`, which `generate` passes on and
-        the encoder does not read); anything else is refused."""
+        r"""`input_ids` (B, S), or `inputs_embeds` (B, S, d_model), the rows `get_input_embeddings()(input_ids)`
+        returns (scaled by sqrt(d_model) and given positions here alike), and their `attention_mask` (B, S; 1 for
+        real tokens, 0 for padding). `kwargs` takes only transformers' `output_attentions` / `output_hidden_states`
+        (and `labels`, which `generate` passes on and the encoder does not read); anything else is refused."""
         reject_unknown_kwargs(kwargs, type(self).__name__, also=ENCODER_KWARGS)
-        if inputs_embeds is not None:
-            raise ValueError("VaswaniEncoder takes `input_ids`; `inputs_embeds` is not supported.")
-        if input_ids is None:
-            raise ValueError("VaswaniEncoder needs `input_ids`.")
+        inputs_embeds = token_embeddings(self.embed_tokens, input_ids, inputs_embeds, self.config.vocab_size,
+                                         ("input_ids", "inputs_embeds"))  # fmt: skip
         if not is_torchdynamo_compiling():
-            check_input_ids(input_ids, self.config.vocab_size)
-            check_attention_mask(attention_mask, input_ids.shape, "attention_mask")
-        hidden_states = embed(self.embed_tokens, self.embed_positions, input_ids, 0, self.config, self.training)
+            check_attention_mask(attention_mask, inputs_embeds.shape[:2], "attention_mask")
+        hidden_states = embed(inputs_embeds, self.embed_positions, 0, self.config, self.training)  # (B, S, d_model)
         # One padding mask for the whole stack, in the form the attention implementation wants (Section 3.2.3).
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
         for layer in self.layers:
@@ -729,32 +753,34 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         **kwargs,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         r"""`input_ids` (B, T): the target tokens so far (all of them when teacher-forced, the new ones when
-        `cache` holds the past). `cache` (also accepted as `past_key_values`): an `EncoderDecoderCache`, built here
-        when `use_cache` is set outside training. `kwargs` takes only `output_attentions` / `output_hidden_states`."""
+        `cache` holds the past), or `inputs_embeds` (B, T, d_model), their rows of `embed_tokens`.
+        `encoder_hidden_states` (B, S, d_model): the encoder's output, required. `cache` (also accepted as
+        `past_key_values`): an `EncoderDecoderCache`, built here when `use_cache` is set outside training. `kwargs`
+        takes only `output_attentions` / `output_hidden_states`."""
         reject_unknown_kwargs(kwargs, type(self).__name__)
-        if inputs_embeds is not None:
-            raise ValueError("VaswaniDecoder takes `decoder_input_ids`; `decoder_inputs_embeds` is not supported.")
-        if input_ids is None:
-            raise ValueError("VaswaniDecoder needs `decoder_input_ids` (or `labels` to derive them from).")
-        if not is_torchdynamo_compiling():
-            check_input_ids(input_ids, self.config.decoder_vocabulary, "decoder_input_ids")
+        if encoder_hidden_states is None:
+            raise ValueError(
+                "VaswaniDecoder needs `encoder_hidden_states`, the encoder's output (B, S, d_model): pass "
+                "`model.get_encoder()(input_ids, attention_mask=attention_mask).last_hidden_state`, or call the whole "
+                "model (VaswaniModel or VaswaniForConditionalGeneration), which encodes the source itself."
+            )
+        inputs_embeds = token_embeddings(self.embed_tokens, input_ids, inputs_embeds, self.config.decoder_vocabulary,
+                                         ("decoder_input_ids", "decoder_inputs_embeds"),
+                                         " (or `labels`, which the decoder inputs are derived from)")  # fmt: skip
         # Training is teacher-forced: a cache would be filled and thrown away every step (+21% step time, measured).
         if use_cache and cache is None and not self.training:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         past_length = cache.get_seq_length() if cache is not None else 0
+        B, T = inputs_embeds.shape[:2]
         if not is_torchdynamo_compiling():
-            check_attention_mask(
-                attention_mask, (input_ids.shape[0], past_length + input_ids.shape[1]), "decoder_attention_mask"
-            )
-        hidden_states = embed(
-            self.embed_tokens, self.embed_positions, input_ids, past_length, self.config, self.training
-        )
+            check_attention_mask(attention_mask, (B, past_length + T), "decoder_attention_mask")
+        hidden_states = embed(inputs_embeds, self.embed_positions, past_length, self.config, self.training)
         # Masks built once for the stack: causal (Section 3.2.3, "prevent leftward information flow") and padding.
         self_attn_cache = cache.self_attention_cache if cache is not None else None
         # One new position while decoding, unpadded, with a cache that holds only real positions: it may see every
         # cached position, so no mask is built. (A static cache holds unused slots, which only a mask hides.)
         self_mask = None
-        if input_ids.shape[1] > 1 or attention_mask is not None or getattr(self_attn_cache, "is_compileable", True):
+        if T > 1 or attention_mask is not None or getattr(self_attn_cache, "is_compileable", True):
             self_mask = causal_mask(self.config, hidden_states, attention_mask, self_attn_cache)
         cross_mask = self.cross_attention_mask(hidden_states, encoder_hidden_states, encoder_attention_mask, cache)
         for layer in self.layers:
@@ -871,8 +897,9 @@ class VaswaniModel(VaswaniPreTrainedModel):
             cache: the decoder's past while decoding, an `EncoderDecoderCache`; also accepted as
                 `past_key_values`, transformers' name before 5.24 (not both). Built here when `use_cache` is
                 set outside training.
-            inputs_embeds, decoder_inputs_embeds: not supported (a ValueError): the model embeds its own tokens,
-                scaled by sqrt(d_model) (Section 3.4).
+            inputs_embeds, decoder_inputs_embeds: (B, S, d_model) and (B, T, d_model), instead of `input_ids` and
+                `decoder_input_ids`: the embedding rows, as `get_input_embeddings()(ids)` returns them (PEFT's prompt
+                tuning prepends its own); scaled by sqrt(d_model) (Section 3.4) and given positions here.
             use_cache: return the cache for the next decoding step (default: `config.use_cache`; never in
                 training).
             kwargs: only transformers' `output_attentions` and `output_hidden_states` (attentions need
@@ -983,7 +1010,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             encoder_outputs: an earlier encoding of the same source, used instead of `input_ids`.
             cache: the decoder's past while decoding (also accepted as `past_key_values`, not both); see
                 `VaswaniModel.forward`.
-            inputs_embeds, decoder_inputs_embeds: not supported (a ValueError).
+            inputs_embeds, decoder_inputs_embeds: embeddings instead of ids; see `VaswaniModel.forward`.
             labels: target token ids, (B, T), -100 where no loss is wanted (padding). Turns the cache off.
             use_cache: return the cache for the next decoding step.
             kwargs: `num_items_in_batch` (passed by Trainer), `label_smoothing` (epsilon of Section 5.4 for the
@@ -1096,9 +1123,10 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         config = generation_config or self.generation_config
         unbounded = all(kwargs.get(key) is None for key in ("max_length", "max_new_tokens"))
         if unbounded and config.max_new_tokens is None and config.max_length is None:
-            source = inputs if inputs is not None else kwargs.get("input_ids")
-            if source is not None:
-                kwargs["max_new_tokens"] = source.shape[-1] + MAX_OUTPUT_LENGTH_OFFSET
+            source = next((x for x in (inputs, kwargs.get("input_ids"), kwargs.get("inputs_embeds")) if x is not None),
+                          None)  # fmt: skip
+            if source is not None:  # (B, S) ids or (B, S, d_model) embeddings
+                kwargs["max_new_tokens"] = source.shape[1] + MAX_OUTPUT_LENGTH_OFFSET
         if (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic"):
             self.cover_decoder_positions(config, kwargs)
         if self.dtype == torch.bfloat16 and self.device.type == "cpu" and cpu_lacks_bf16():

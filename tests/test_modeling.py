@@ -151,6 +151,75 @@ def test_base_model_through_automodel():
     assert AutoModelForSeq2SeqLM.from_config(tiny_config()).get_encoder().__class__.__name__ == "VaswaniEncoder"
 
 
+# --- embeddings given instead of token ids (inputs_embeds) ----------------------------------------------------
+@pytest.mark.parametrize("overrides", [{}, {"scale_embedding": False, "share_encoder_decoder_embeddings": False}])
+def test_inputs_embeds_give_what_input_ids_give(overrides):
+    """`inputs_embeds` are the rows `get_input_embeddings()(ids)` returns; the model scales them by sqrt(d_model)
+    (Section 3.4, once) and adds positions, as for ids: every class gives the same outputs both ways."""
+    model = tiny_model(**overrides)
+    input_ids, attention_mask = random_batch(batch_size=2, length=7)
+    decoder_input_ids = input_ids[:, :5].clamp(max=model.config.decoder_vocabulary - 1)
+    source = model.get_input_embeddings()(input_ids)  # (B, S, d_model)
+    target = model.model.decoder.get_input_embeddings()(decoder_input_ids)  # (B, T, d_model)
+    by_ids = model(input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+    by_embeds = model(inputs_embeds=source, attention_mask=attention_mask, decoder_inputs_embeds=target)
+    torch.testing.assert_close(by_embeds.logits, by_ids.logits, rtol=0, atol=0)
+    base = model.model(inputs_embeds=source, attention_mask=attention_mask, decoder_inputs_embeds=target)
+    torch.testing.assert_close(base.last_hidden_state, model.model(input_ids, attention_mask=attention_mask,
+                               decoder_input_ids=decoder_input_ids).last_hidden_state, rtol=0, atol=0)  # fmt: skip
+    encoder = model.get_encoder()
+    encoded = encoder(inputs_embeds=source, attention_mask=attention_mask).last_hidden_state
+    torch.testing.assert_close(encoded, encoder(input_ids, attention_mask=attention_mask).last_hidden_state)
+    decoder = model.model.decoder
+    decoded = decoder(inputs_embeds=target, encoder_hidden_states=encoded, encoder_attention_mask=attention_mask)
+    by_decoder_ids = decoder(decoder_input_ids, encoder_hidden_states=encoded, encoder_attention_mask=attention_mask)
+    torch.testing.assert_close(decoded.last_hidden_state, by_decoder_ids.last_hidden_state)
+    # generate encodes `inputs_embeds` as it encodes ids (and bounds the output by their length + 50)
+    options = dict(attention_mask=attention_mask, num_beams=1, min_new_tokens=3, max_new_tokens=6)
+    assert torch.equal(model.generate(inputs_embeds=source, **options), model.generate(input_ids, **options))
+
+
+def test_inputs_embeds_with_ids_or_of_the_wrong_width_are_refused():
+    model = tiny_model()
+    input_ids = torch.tensor([[5, 6, 7]])
+    embeds = model.get_input_embeddings()(input_ids)
+    decoder_input_ids = torch.tensor([[1, 4]])
+    with pytest.raises(ValueError, match="exactly one of `input_ids` and `inputs_embeds`; got both"):
+        model(input_ids, inputs_embeds=embeds, decoder_input_ids=decoder_input_ids)
+    with pytest.raises(ValueError, match=r"`inputs_embeds` must have shape \(batch_size, sequence_length, 32\)"):
+        model(inputs_embeds=embeds[..., :16], decoder_input_ids=decoder_input_ids)
+    with pytest.raises(ValueError, match="exactly one of `decoder_input_ids` and `decoder_inputs_embeds`.*neither"):
+        model(input_ids)
+
+
+def test_prompt_tuning_with_peft_trains():
+    """PEFT's prompt tuning prepends trained embeddings to `inputs_embeds`: only they change, and the loss falls."""
+    peft = pytest.importorskip("peft")
+    model = tiny_model()  # eval mode: no dropout, so that the loss moves by the prompt alone
+    tuned = peft.get_peft_model(model, peft.PromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=4))
+    prompt = [p for p in tuned.parameters() if p.requires_grad]
+    frozen = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    input_ids, attention_mask = random_batch(batch_size=4, length=9)
+    labels = torch.randint(4, 128, (4, 6), generator=torch.Generator().manual_seed(1))
+    optimizer = torch.optim.Adam(prompt, lr=0.5)
+    losses = []
+    for _ in range(8):
+        loss = tuned(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 5e-4, losses
+    assert all(torch.equal(tensor, frozen[name]) for name, tensor in model.state_dict().items())  # the model's own
+    assert all(later <= earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
+
+
+def test_the_decoder_without_encoder_states_says_so():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="VaswaniDecoder needs `encoder_hidden_states`, the encoder's output"):
+        model.model.decoder(torch.tensor([[1, 4]]))
+
+
 # --- bad input: clear errors before torch sees it ------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs, message",
