@@ -211,7 +211,7 @@ def export_graphs(model, output_dir: Path, positions: int, opset_version: int | 
     source = torch.export.Dim("source", max=positions)
     target = torch.export.Dim("target", max=positions)
     past = torch.export.Dim("past", max=positions - 1)
-    ids = torch.full((2, 5), config.unk_token_id, dtype=torch.long, device=model.device)
+    ids = torch.ones((2, 5), dtype=torch.long, device=model.device)  # any token: the values do not shape the graph
     mask = torch.ones_like(ids)
     prefix = torch.full((2, 3), config.decoder_start_token_id, dtype=torch.long, device=model.device)
     options = dict(dynamo=True, opset_version=opset_version, external_data=False, verbose=False)

@@ -108,7 +108,8 @@ def pipeline(task: str = "translation", model=None, tokenizer=None, *, revision=
 
     Args:
         task: "translation" or "text2text-generation" (the same pipeline; only the output key differs).
-        model: a model object, a local folder or a Hub id.
+        model: a model object (PyTorch, or ONNX Runtime's `vaswani.ORTModelForSeq2SeqLM`), a local folder (a
+            checkpoint, or an export of `vaswani-export-onnx`, which ONNX Runtime runs) or a Hub id.
         tokenizer: a tokenizer, a folder or a Hub id; defaults to the one saved with `model` when that is a path.
         revision, token: for a Hub id, the branch, tag or commit to load and the access token.
         dtype: the weights' dtype when `model` is a path, as `from_pretrained(..., dtype=...)`: `torch.bfloat16`
@@ -122,7 +123,13 @@ def pipeline(task: str = "translation", model=None, tokenizer=None, *, revision=
     if model is None:
         raise ValueError("Pass `model=`: a vaswani model, a checkpoint folder or a Hub id such as 'me/vaswani-en-de'.")
     hub = {"revision": revision, "token": token}
-    if isinstance(model, (str, os.PathLike)):
+    if isinstance(model, (str, os.PathLike)) and is_onnx_export(model):
+        if dtype is not None:
+            raise ValueError("`dtype` applies to PyTorch weights; an ONNX export keeps the precision it was exported "
+                             "with (`vaswani-export-onnx --quantize int8` for int8).")  # fmt: skip
+        tokenizer = str(model) if tokenizer is None else tokenizer
+        model = onnx_model_class().from_pretrained(model)
+    elif isinstance(model, (str, os.PathLike)):
         tokenizer = str(model) if tokenizer is None else tokenizer
         model = AutoModelForSeq2SeqLM.from_pretrained(model, **hub, **({"dtype": dtype} if dtype else {}))
     elif not isinstance(model, PreTrainedModel):
@@ -137,3 +144,17 @@ def pipeline(task: str = "translation", model=None, tokenizer=None, *, revision=
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer, **hub)
     return VaswaniTranslationPipeline(model=model, tokenizer=tokenizer, task=task, **kwargs)
+
+
+def is_onnx_export(folder) -> bool:
+    """Whether `folder` is a local export of `vaswani-export-onnx` (optimum's layout)."""
+    return os.path.isfile(os.path.join(folder, "encoder_model.onnx"))
+
+
+def onnx_model_class():
+    """vaswani's `ORTModelForSeq2SeqLM`: part of the plugin, not of the checkpoint's remote code."""
+    try:
+        from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM
+    except ImportError as error:
+        raise ImportError("Running an ONNX export needs the vaswani plugin: `pip install 'vaswani[serve]'`.") from error
+    return ORTModelForSeq2SeqLM

@@ -25,6 +25,8 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import ProgressCallback, Seq2SeqTrainer, TrainerCallback
 
+from vaswani.modeling.pipeline_vaswani import is_onnx_export
+
 logger = logging.getLogger(__name__)
 MIN_TIME_BUDGET_SECONDS = 10  # one step of the small model plus one checkpoint save, on a 2-core CPU
 
@@ -405,7 +407,12 @@ def load_model_and_tokenizer(name: str, trust_remote_code: bool = False):
 
     check_model_location(name)
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(name, trust_remote_code=trust_remote_code)
+        if is_onnx_export(name):  # an export of vaswani-export-onnx: ONNX Runtime runs it
+            from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM
+
+            model = ORTModelForSeq2SeqLM.from_pretrained(name)
+        else:
+            model = AutoModelForSeq2SeqLM.from_pretrained(name, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except OSError as error:
         taken_for = "" if Path(name).is_dir() else f"there is no folder {name} here, and as a Hub id: "
@@ -420,6 +427,18 @@ def load_model_and_tokenizer(name: str, trust_remote_code: bool = False):
                          f"{model.config.vocab_size:,} (vocab_size): the tokenizer belongs to another model; save "
                          "the model with the tokenizer it was trained with.")  # fmt: skip
     return model, tokenizer
+
+
+def runtime_name(model) -> str:
+    """Which runtime and precision decode with `model`, for the CLIs to say: "PyTorch 2.13.0+cpu (float32)" or
+    "ONNX Runtime 1.32.0 (int8, CPUExecutionProvider)"."""
+    if hasattr(model, "decoder_with_past_session"):
+        import onnxruntime
+
+        precision = model.ort_config.get("quantization") or "float32"
+        provider = model.decoder_with_past_session.session.get_providers()[0]
+        return f"ONNX Runtime {onnxruntime.__version__} ({precision}, {provider})"
+    return f"PyTorch {torch.__version__} ({str(model.dtype).removeprefix('torch.')})"
 
 
 def length_batches(sentences: list[str], batch_size: int) -> list[list[int]]:
@@ -440,7 +459,9 @@ class TooLongError(ValueError):
 def position_limit(model) -> int | None:
     """The most positions `model` represents: vaswani's sinusoidal positions have no limit (Section 3.5: computed
     for any length); learned ones (Table 3 row (E)) and Marian's fixed sinusoid table stop at
-    max_position_embeddings."""
+    max_position_embeddings; an ONNX export covers the positions it was exported with (its graphs hold the table)."""
+    if hasattr(model, "decoder_with_past_session"):  # ORTModelForSeq2SeqLM
+        return model.max_positions
     config = model.config
     if config.model_type == "vaswani" and config.position_embedding_type == "sinusoidal":
         return None

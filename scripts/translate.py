@@ -2,6 +2,7 @@
 
 python -m vaswani.scripts.translate runs/en-de/model "The house is small." "I love you."
 cat sentences.txt | python -m vaswani.scripts.translate runs/en-de/model --beam 4 --length-penalty 0.6
+vaswani-translate runs/en-de/onnx "The house is small."   # an export of vaswani-export-onnx: ONNX Runtime decodes
 
 One output line per input line; blank lines stay blank. Standard input is read and translated a chunk of lines at a
 time (`--chunk-lines`), each chunk printed as it is done, so a file of any length keeps memory flat.
@@ -16,11 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 import vaswani  # noqa: F401  (registers the Auto classes)
+from vaswani.modeling.pipeline_vaswani import is_onnx_export
 from vaswani.scripts.recipe import (
     TooLongError,
     check_model_location,
     load_model_and_tokenizer,
     require_at_least_one,
+    runtime_name,
     translate,
 )
 
@@ -95,8 +98,9 @@ def main(argv: list[str] | None = None) -> None:
         model, tokenizer = load_model_and_tokenizer(args.checkpoint, trust_remote_code=args.trust_remote_code)
     except ValueError as error:
         parser.error(str(error))
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and isinstance(model, torch.nn.Module) and not is_onnx_export(args.checkpoint):
         model = model.cuda()
+    print(f"runtime: {runtime_name(model)}", file=sys.stderr)  # which runtime decodes: PyTorch or ONNX Runtime
     generation = {"num_beams": args.beam, "length_penalty": args.length_penalty, "batch_size": args.batch_size}
     streaming = not args.sentences
     progress = tqdm(desc="translating", unit=" lines", disable=not streaming)

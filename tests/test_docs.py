@@ -27,7 +27,7 @@ from hub_server import HubServer
 from packaging.requirements import Requirement
 
 import vaswani
-from vaswani.modeling import compat_vaswani, marian, onnx_export, refresh
+from vaswani.modeling import compat_vaswani, marian, onnxruntime_vaswani, refresh
 from vaswani.scripts import data, recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,7 +249,12 @@ PUBLIC_API = [
     marian.marian_config_from,
     vaswani.convert_to_ctranslate2,
     vaswani.export_onnx,
-    onnx_export.greedy_decode,
+    onnxruntime_vaswani.OnnxModelError,
+    vaswani.ORTModelForSeq2SeqLM,
+    vaswani.ORTModelForSeq2SeqLM.from_pretrained,
+    vaswani.ORTModelForSeq2SeqLM.forward,
+    vaswani.ORTModelForSeq2SeqLM.generate,
+    vaswani.ORTModelForSeq2SeqLM.save_pretrained,
     compat_vaswani.check_cached_decoding,
     compat_vaswani.CachedDecodingError,
     refresh.refresh_folder,
