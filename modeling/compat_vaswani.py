@@ -26,6 +26,7 @@ import inspect
 import platform
 from collections.abc import Callable
 from itertools import chain
+from typing import TypedDict
 
 import torch
 import transformers
@@ -72,6 +73,23 @@ def cpu_lacks_bf16() -> bool:
     if None in probes:
         return False
     return not any(probe() for probe in probes)
+
+
+# The type of a forward's `**kwargs` in transformers' models, `**kwargs: Unpack[TransformersKwargs]`: its tools read
+# it (the eager-against-SDPA test asks whether `output_attentions` is among them). Exported by `transformers.utils`
+# on 5.23-5.25 (defined in `transformers.utils.generic`); a release that moves or drops it gets the fields vaswani
+# reads, so that the annotation never breaks an import.
+try:
+    from transformers.utils import TransformersKwargs
+except ImportError:  # pragma: no cover - not on a supported release
+    try:
+        from transformers.utils.generic import TransformersKwargs
+    except ImportError:
+
+        class TransformersKwargs(TypedDict, total=False):
+            output_attentions: bool | None
+            output_hidden_states: bool | None
+            num_items_in_batch: torch.Tensor | int | None
 
 
 # What may arrive in a forward's `**kwargs` besides its declared arguments: transformers' output switches (read by

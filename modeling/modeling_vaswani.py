@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Unpack
 
 import torch
 from safetensors import SafetensorError
@@ -44,6 +45,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 # checkpoint alike, so that this file reads the same on every supported release.
 from .compat_vaswani import (
     ENCODER_KWARGS,
+    TransformersKwargs,
     accepts_past_key_values,
     cache_of,
     causal_mask,
@@ -314,7 +316,7 @@ class VaswaniMultiHeadAttention(nn.Module):
         key_value_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, _ = hidden_states.shape
         q = self.split_heads(self.q_proj(hidden_states))  # (B, h, T, d_k)
@@ -386,7 +388,9 @@ class VaswaniEncoderLayer(GradientCheckpointingLayer):
         self.feed_forward = PositionwiseFeedForward(config, config.encoder_ffn_dim)
         self.feed_forward_sublayer = ResidualSublayer(config)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> torch.Tensor:
         hidden_states = self.self_attn_sublayer(
             hidden_states, lambda x: self.self_attn(x, attention_mask=attention_mask, **kwargs)[0]
         )
@@ -413,7 +417,7 @@ class VaswaniDecoderLayer(GradientCheckpointingLayer):
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         hidden_states = self.self_attn_sublayer(
             hidden_states, lambda x: self.self_attn(x, attention_mask=attention_mask, cache=cache, **kwargs)[0]
@@ -700,7 +704,7 @@ class VaswaniEncoder(VaswaniPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         r"""`input_ids` (B, S), or `inputs_embeds` (B, S, d_model), the rows `get_input_embeddings()(input_ids)`
         returns (scaled by sqrt(d_model) and given positions here alike), and their `attention_mask` (B, S; 1 for
@@ -750,7 +754,7 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         r"""`input_ids` (B, T): the target tokens so far (all of them when teacher-forced, the new ones when
         `cache` holds the past), or `inputs_embeds` (B, T, d_model), their rows of `embed_tokens`.
@@ -865,9 +869,6 @@ class VaswaniModel(VaswaniPreTrainedModel):
         else:
             self.encoder.embed_tokens = value
 
-    def get_encoder(self):
-        return self.encoder
-
     @accepts_past_key_values
     @can_return_tuple
     def forward(
@@ -881,7 +882,7 @@ class VaswaniModel(VaswaniPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqModelOutput:
         r"""Encode the source and decode the target in one pass.
 
@@ -969,9 +970,6 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         self.register_buffer("final_logits_bias", bias)
         self.post_init()  # decodes greedily, as transformers' models; the paper's beam: `paper_generation_config`
 
-    def get_encoder(self):
-        return self.model.encoder
-
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
@@ -997,7 +995,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqLMOutput:
         r"""Logits for every target position and, with `labels`, the training loss.
 
@@ -1109,11 +1107,12 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             cache.reorder_cache(beam_idx)
         return cache
 
-    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, *args, **kwargs):
         """`GenerationMixin.generate`, with the paper's output-length rule as the default (Section 6.1).
 
-        `inputs` (or `input_ids=`) are the source ids, (B, S), with their `attention_mask`; `generation_config` and
-        `kwargs` are transformers' (`num_beams`, `max_new_tokens`, `do_sample`, ...). The model's generation config
+        `inputs` (or `input_ids=`, or `inputs_embeds=`) are the source ids, (B, S), with their `attention_mask`;
+        `generation_config`, `args` (`logits_processor`, ... in the base's order) and `kwargs` are transformers'
+        (`num_beams`, `max_new_tokens`, `do_sample`, ...). The model's generation config
         applies where the call says nothing: greedy for a model built from a config, the paper's beam 4 and length
         penalty 0.6 in the training job's checkpoints (`generation_config=paper_generation_config()` asks for it in
         one call). When neither the call nor the generation config bounds the length, outputs stop at input length
@@ -1126,7 +1125,12 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
             source = next((x for x in (inputs, kwargs.get("input_ids"), kwargs.get("inputs_embeds")) if x is not None),
                           None)  # fmt: skip
             if source is not None:  # (B, S) ids or (B, S, d_model) embeddings
-                kwargs["max_new_tokens"] = source.shape[1] + MAX_OUTPUT_LENGTH_OFFSET
+                bound = source.shape[1] + MAX_OUTPUT_LENGTH_OFFSET
+                if generation_config is None:
+                    kwargs["max_new_tokens"] = bound
+                else:  # into a copy of the caller's config: transformers warns of a config and arguments together
+                    generation_config = config = copy.deepcopy(generation_config)
+                    config.max_new_tokens = bound
         if (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic"):
             self.cover_decoder_positions(config, kwargs)
         if self.dtype == torch.bfloat16 and self.device.type == "cpu" and cpu_lacks_bf16():
@@ -1135,7 +1139,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
                 "torch emulates them, and decoding is slower than in float32. Call `model.float()`, or load without "
                 "`dtype=torch.bfloat16`."
             )
-        return super().generate(inputs, generation_config=generation_config, **kwargs)
+        return super().generate(inputs, generation_config, *args, **kwargs)
 
     def cover_decoder_positions(self, config, kwargs: dict) -> None:
         """A static cache (`cache_implementation="static"`, what compiled decoding uses) holds every position up to

@@ -1,7 +1,7 @@
 import pytest
 import torch
 from conftest import random_batch, tiny_model
-from transformers import CompileConfig, GenerationConfig
+from transformers import CompileConfig, GenerationConfig, GenerationMixin
 from transformers.cache_utils import EncoderDecoderCache
 
 import vaswani
@@ -112,6 +112,18 @@ def test_the_output_is_bounded_by_input_length_plus_50():
     out = model.generate(input_ids, generation_config=paper, min_new_tokens=7 + MAX_OUTPUT_LENGTH_OFFSET)
     assert out.shape[1] == 1 + 7 + MAX_OUTPUT_LENGTH_OFFSET
     assert model.generate(input_ids, max_new_tokens=3).shape[1] <= 4  # an explicit bound wins
+
+
+def test_the_bound_goes_into_a_copy_of_a_given_generation_config(monkeypatch):
+    """Not beside it as `max_new_tokens=`: transformers warns of a generation config and arguments together."""
+    model = tiny_model()
+    passed = {}
+    monkeypatch.setattr(GenerationMixin, "generate", lambda self, inputs, generation_config, **kwargs: passed.update(
+        config=generation_config, **kwargs))  # fmt: skip
+    paper = vaswani.paper_generation_config()
+    model.generate(torch.randint(4, 128, (1, 7)), generation_config=paper)
+    assert "max_new_tokens" not in passed and passed["config"].max_new_tokens == 7 + MAX_OUTPUT_LENGTH_OFFSET
+    assert paper.max_new_tokens is None and passed["config"].num_beams == 4  # the caller's config is left alone
 
 
 def compile_on_a_cpu() -> CompileConfig:

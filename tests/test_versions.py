@@ -4,12 +4,16 @@ window and the lock, refused and ignored inputs, and checkpoints saved by an old
 Every CI lane runs this file under other releases (.ci/run): the assertions hold on each supported release, and
 say which way a name must point on which release."""
 
+import copy
+import importlib.util
+import inspect
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tomllib
+import typing
 import warnings
 from pathlib import Path
 
@@ -25,7 +29,14 @@ from transformers.utils import is_kernels_available
 
 import vaswani
 from vaswani.modeling import compat_vaswani as compat
-from vaswani.modeling.modeling_vaswani import VaswaniForConditionalGeneration, checkpoint_code_files
+from vaswani.modeling.modeling_vaswani import (
+    VaswaniDecoder,
+    VaswaniEncoder,
+    VaswaniForConditionalGeneration,
+    VaswaniModel,
+    VaswaniPreTrainedModel,
+    checkpoint_code_files,
+)
 from vaswani.scripts import refresh_checkpoint
 
 ROOT = Path(__file__).parent.parent
@@ -288,6 +299,131 @@ def test_no_deprecation_or_future_warnings_from_vaswani(tmp_path):
                             text=True, cwd=ROOT, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MESSAGES []" in result.stdout, result.stdout[-3000:]
+
+
+# --- the base classes' signatures and conventions --------------------------------------------------------------
+VASWANI_CLASSES = (VaswaniPreTrainedModel, VaswaniModel, VaswaniForConditionalGeneration, VaswaniEncoder,
+                   VaswaniDecoder)  # fmt: skip
+
+
+def overridden_methods():
+    """(class, name, our function, the base's function) for every method a vaswani model class defines over one of
+    transformers' or torch's classes; `forward`, which torch's Module declares as `forward(*input)`, aside."""
+    for cls in VASWANI_CLASSES:
+        for name, attribute in vars(cls).items():
+            method = inspect.isfunction(attribute) or isinstance(attribute, classmethod | staticmethod)
+            if name.startswith("__") or name == "forward" or not method:  # (not `config_class`, a class)
+                continue
+            base = next((b for b in cls.__mro__[1:] if b not in VASWANI_CLASSES and name in vars(b)), None)
+            if base is not None:  # through the classes, so that classmethods compare bound alike
+                yield cls, name, getattr(cls, name), getattr(base, name)
+
+
+def signature_gaps(ours, base) -> list[str]:
+    """What a call that the base's signature allows would find missing in ours: a positional parameter at another
+    place, a parameter not taken (by name or by **kwargs), a default the base has and ours lacks, or a parameter
+    ours requires that the base does not have."""
+    ours, base = inspect.signature(ours).parameters, inspect.signature(base).parameters
+    P = inspect.Parameter
+    positional = [p for p in ours.values() if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    var_positional = any(p.kind == P.VAR_POSITIONAL for p in ours.values())
+    var_keyword = any(p.kind == P.VAR_KEYWORD for p in ours.values())
+    gaps = []
+    base_positional = [p for p in base.values() if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    for i, parameter in enumerate(base_positional):
+        if i < len(positional) and positional[i].name != parameter.name:
+            gaps.append(f"positional parameter {i} is `{positional[i].name}`, the base's `{parameter.name}`")
+        elif i >= len(positional) and not var_positional:
+            gaps.append(f"`{parameter.name}` cannot be passed by position")
+    for name, parameter in base.items():
+        if parameter.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD):
+            if not any(p.kind == parameter.kind for p in ours.values()):
+                gaps.append(f"no `{parameter}`")
+        elif name in ours:
+            if parameter.default is not P.empty and ours[name].default is P.empty:
+                gaps.append(f"`{name}` has no default")
+        elif not var_keyword:
+            gaps.append(f"`{name}` is not taken")
+    for name, parameter in ours.items():
+        required = parameter.default is P.empty and parameter.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)
+        if required and name not in base:
+            gaps.append(f"`{name}` is required and the base has no such parameter")
+    return gaps
+
+
+def test_every_overridden_method_takes_what_the_base_classes_method_takes():
+    """A signature that drifts from transformers' is how a release breaks remote code: 5.25's exporters call
+    `get_encoder(modality=...)`, which vaswani's `get_encoder(self)` refused. Checked on every supported release."""
+    checked = {f"{cls.__name__}.{name}" for cls, name, _, _ in overridden_methods()}
+    assert {"VaswaniPreTrainedModel.from_pretrained", "VaswaniPreTrainedModel.save_pretrained",
+            "VaswaniPreTrainedModel.push_to_hub", "VaswaniPreTrainedModel._init_weights",
+            "VaswaniModel.get_input_embeddings", "VaswaniModel.set_input_embeddings",
+            "VaswaniForConditionalGeneration.get_output_embeddings",
+            "VaswaniForConditionalGeneration.set_output_embeddings",
+            "VaswaniForConditionalGeneration.generate"} <= checked, checked  # fmt: skip
+    gaps = {f"{cls.__name__}.{name}": signature_gaps(ours, base) for cls, name, ours, base in overridden_methods()}
+    assert not {name: found for name, found in gaps.items() if found}, gaps
+
+
+def test_the_signature_check_finds_a_dropped_argument():
+    def base(self, modality: str | None = None): ...
+
+    def dropped(self): ...
+
+    def moved(self, other=None, modality=None): ...
+
+    assert signature_gaps(dropped, base) == ["`modality` cannot be passed by position", "`modality` is not taken"]
+    assert signature_gaps(moved, base) == ["positional parameter 1 is `other`, the base's `modality`"]
+    assert not signature_gaps(lambda self, *args, **kwargs: None, base)
+
+
+def test_get_encoder_takes_a_modality_as_transformers_models_do():
+    model = tiny_model()
+    for owner in (model, model.model):
+        assert owner.get_encoder() is owner.get_encoder(modality=None) is model.model.encoder
+        for modality in ("image", "audio"):  # none: the "no such encoder" answer is the model itself
+            assert owner.get_encoder(modality=modality) is owner
+    assert model.get_decoder() is model.model.decoder
+
+
+def test_forwards_annotate_their_kwargs_as_transformers_models_do():
+    """`**kwargs: Unpack[TransformersKwargs]`: transformers' tests and tools read it to learn that a model takes
+    `output_attentions` (the eager-against-SDPA test with left padding was skipped for vaswani without it)."""
+    for cls in (VaswaniModel, VaswaniForConditionalGeneration, VaswaniEncoder, VaswaniDecoder):
+        annotation = inspect.signature(cls.forward).parameters["kwargs"].annotation
+        assert typing.get_origin(annotation) is typing.Unpack, (cls, annotation)
+        (fields,) = typing.get_args(annotation)
+        assert fields is compat.TransformersKwargs and "output_attentions" in fields.__annotations__
+    if hasattr(transformers.utils, "TransformersKwargs"):
+        assert compat.TransformersKwargs is transformers.utils.TransformersKwargs  # transformers' own, not a stand-in
+
+
+def exports_for_generation() -> bool:
+    """Whether this transformers has `transformers.exporters.DynamoExporter().export_for_generation`."""
+    if importlib.util.find_spec("transformers.exporters") is None:
+        return False
+    from transformers import exporters
+
+    return hasattr(getattr(exporters, "DynamoExporter", None), "export_for_generation")
+
+
+@pytest.mark.skipif(not exports_for_generation(), reason=f"transformers {transformers.__version__} has no "
+                    "`transformers.exporters.DynamoExporter().export_for_generation` to export with")  # fmt: skip
+def test_the_dynamo_exporter_exports_for_generation_and_the_programs_compute_what_the_model_computes():
+    from transformers.exporters import DynamoConfig, DynamoExporter
+    from transformers.exporters.utils import decompose_for_generation, is_multimodal
+
+    model = tiny_model("sdpa")
+    input_ids, attention_mask = random_batch(batch_size=2, length=7)
+    sample = {"input_ids": input_ids, "attention_mask": attention_mask}
+    assert not is_multimodal(model)
+    exported = DynamoExporter().export_for_generation(model, sample, DynamoConfig())
+    assert set(exported.components) == {"prefill", "decode"}
+    for name, (submodel, inputs) in decompose_for_generation(model, sample).items():
+        program = exported.components[name].program.module()
+        taken = {key: value for key, value in inputs.items() if not isinstance(value, bool)}  # flags: traced in
+        got = program(**copy.deepcopy(taken)).logits
+        torch.testing.assert_close(got, submodel(**copy.deepcopy(inputs)).logits)
 
 
 # --- checkpoints saved by vaswani 0.1.0 -----------------------------------------------------------------------
