@@ -127,7 +127,13 @@ def set_layer(layer, keys: torch.Tensor, values: torch.Tensor) -> None:
 class ORTModelForSeq2SeqLM(PreTrainedModel, GenerationMixin):
     """A vaswani translation model run by ONNX Runtime, with optimum's interface (`from_pretrained(...,
     export=True)`, `save_pretrained`, `generate`). Build it with `from_pretrained`; `forward` takes the arguments of
-    `VaswaniForConditionalGeneration.forward` that an exported graph can compute (no `labels`, no attentions)."""
+    `VaswaniForConditionalGeneration.forward` that an exported graph can compute (no `labels`, no attentions).
+
+    Constructor arguments (`from_pretrained` and `from_folder` pass them): `config`, the model's `VaswaniConfig`;
+    `sessions`, the three graphs' sessions by part ("encoder", "decoder", "decoder_with_past"); `model_save_dir`,
+    the folder they came from (what `save_pretrained` copies); `generation_config`, the export's (None: from the
+    config); `ort_config`, what `ort_config.json` records (quantization, positions covered); `temporary_dir`, the
+    temporary folder of an on-the-fly export, kept as long as the model lives."""
 
     config_class = VaswaniConfig
     main_input_name = "input_ids"
@@ -186,6 +192,7 @@ class ORTModelForSeq2SeqLM(PreTrainedModel, GenerationMixin):
             quantize: with `export=True`, "int8" for ONNX Runtime's dynamic int8 quantization of the graphs.
             max_positions: with `export=True`, the positions the graphs cover (default: the config's
                 `max_position_embeddings`).
+            kwargs: none are taken; an unknown keyword raises a TypeError rather than being ignored.
         """
         if kwargs:
             raise TypeError(f"ORTModelForSeq2SeqLM.from_pretrained() got unexpected keyword arguments {sorted(kwargs)}.")
@@ -229,7 +236,10 @@ class ORTModelForSeq2SeqLM(PreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Writes the graphs, the config, the generation config, the export's `ort_config.json` and the tokenizer
-        files that came with the export into `save_directory`: a folder `from_pretrained` loads."""
+        files that came with the export into `save_directory`: a folder `from_pretrained` loads. `kwargs` (transformers'
+        saving options such as `safe_serialization`) do not apply to ONNX graphs and are refused if given."""
+        if kwargs:
+            raise TypeError(f"ORTModelForSeq2SeqLM.save_pretrained() takes no options for ONNX graphs: {sorted(kwargs)}.")
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
         if save_directory.resolve() != self.model_save_dir.resolve():
@@ -257,7 +267,18 @@ class ORTModelForSeq2SeqLM(PreTrainedModel, GenerationMixin):
         `cache` (or `past_key_values`): an `EncoderDecoderCache` holding the past of both attentions, as `generate`
         passes it; empty or None, the whole `decoder_input_ids` prefix runs through `decoder_model.onnx`. With a past,
         `decoder_input_ids` is the one new token. `decoder_attention_mask` may only mark every position real: the
-        graphs take no target padding."""
+        graphs take no target padding.
+
+        Args:
+            input_ids, attention_mask: the source, (B, S), and its mask (1 real, 0 padding; None: no padding).
+            decoder_input_ids: the target prefix (B, T), or the one new token (B, 1) with a past in `cache`.
+            decoder_attention_mask: None or all ones.
+            encoder_outputs: an earlier encoding of the same source (what `generate` passes), used instead of
+                `input_ids`.
+            cache: the past, as above; use_cache: return the past for the next step (default: the config's).
+            kwargs: what `generate` passes and the graphs need not read (`return_dict`, ...); `output_attentions` or
+                `output_hidden_states` set raise a ValueError (the graphs compute logits only), others a TypeError.
+        """
         refuse_unavailable_outputs(kwargs, "model")
         if decoder_input_ids is None:
             raise ValueError("ORTModelForSeq2SeqLM needs `decoder_input_ids` (the target prefix; `generate` passes it).")
@@ -325,7 +346,11 @@ class ORTModelForSeq2SeqLM(PreTrainedModel, GenerationMixin):
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
         """transformers' `generate`, with the PyTorch model's output bound (input length + 50 where nothing else
-        bounds it) and the export's positions checked before any work."""
+        bounds it) and the export's positions checked before any work.
+
+        `inputs` (or `input_ids=`) are the source ids, (B, S), with their `attention_mask`; `generation_config` and
+        `kwargs` are transformers' (`num_beams`, `max_new_tokens`, `do_sample`, `logits_processor`, ...), the export's
+        generation config (the checkpoint's) by default. Returns the generated ids as the PyTorch model does."""
         config = generation_config or self.generation_config
         source = inputs if inputs is not None else kwargs.get("input_ids")
         unbounded = all(kwargs.get(key) is None for key in ("max_length", "max_new_tokens"))
