@@ -17,7 +17,8 @@ profiler records them; CUDA: the allocator's peak); new tokens per second for gr
 a fixed output length (no end-of-sequence token); the machine's fp32 (and bf16) matrix-multiply rate measured here, and each training figure
 as a fraction of it (model FLOPs utilisation, from the analytic FLOP count of the step).
 With --profile-decoding, the share of generate's time in the model's forward against the rest of generate; with
---inference-paths, greedy and beam-4 decoding through compile, bf16, int8 and CTranslate2, and batch-1 decoding
+--inference-paths, greedy and beam-4 decoding through compile, bf16, int8, ONNX Runtime (float32 and int8, behind the
+same generate()) and CTranslate2, and batch-1 decoding
 against the bound that the machine's streaming bandwidth sets (every weight of the decoder is read once a step).
 """
 
@@ -302,7 +303,7 @@ def benchmark_size(size: str, args, rates: dict) -> list[str]:
     return rows
 
 
-# ---- inference paths: compiled, bf16, int8, CTranslate2 ------------------------------------------------------------
+# ---- inference paths: compiled, bf16, int8, ONNX Runtime, CTranslate2 ------------------------------------------------------------
 
 
 DECODINGS = {"greedy": 1, "beam-4": 4}
@@ -338,6 +339,28 @@ def ctranslate2_model(model, work_dir: Path) -> tuple[Path, list[str]]:
     for name in ("pad", "bos", "eos", "unk"):
         tokens[getattr(config, f"{name}_token_id")] = f"<{name}>"
     return convert_to_ctranslate2(model, work_dir / "ct2", tokenizer=tokens, force=True), tokens
+
+
+def onnxruntime_models(model, work_dir: Path, threads: list[int]) -> dict:
+    """vaswani's model exported (`vaswani.export_onnx`) in float32 and int8 (ONNX Runtime's dynamic quantization),
+    each as an `ORTModelForSeq2SeqLM` per thread count (`intra_op_num_threads`): the paths by name."""
+    import shutil
+
+    import onnxruntime
+
+    from vaswani.modeling.onnx_export import export_onnx, quantize_int8
+    from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM
+
+    float32 = export_onnx(model, work_dir / "onnx")
+    int8_folder = Path(shutil.copytree(float32, work_dir / "onnx-int8"))
+    quantize_int8(int8_folder)
+    paths = {}
+    for (precision, folder), count in itertools.product((("float32", float32), ("int8", int8_folder)), threads):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = count, 1
+        name = f"ONNX Runtime {precision}, {count} thread{'s' if count > 1 else ''}"
+        paths[name] = ORTModelForSeq2SeqLM.from_pretrained(folder, session_options=options)
+    return paths
 
 
 _TRANSLATORS: dict = {}  # in the CTranslate2 process: one translator per folder and compute type
@@ -453,6 +476,13 @@ def benchmark_inference_paths(size: str, args, bandwidth: float | None = None) -
         except ImportError:
             logger.warning("ctranslate2 is not installed: its rows are left out (pip install 'vaswani[serve]')")
             folder = None
+        # ONNX Runtime through generate(), at one thread and at torch's count, as CTranslate2.
+        threads = sorted({1, torch.get_num_threads()})
+        try:
+            onnxruntime_paths = onnxruntime_models(models[0], Path(work_dir), threads)
+        except ImportError:
+            logger.warning("onnxruntime is not installed: its rows are left out (pip install 'vaswani[serve]')")
+            onnxruntime_paths = {}
         for batch_size in args.generation_batch_sizes:
             inputs = generation_inputs(config, batch_size, args)
             units = batch_size * args.new_tokens
@@ -464,10 +494,12 @@ def benchmark_inference_paths(size: str, args, bandwidth: float | None = None) -
                 for name, pair_of_models in variants.items():
                     logger.info("%s: %s decoding at batch %d: %s", size, decoding, batch_size, name)
                     paths[name] = pair(pair_of_models)
+                for name, ort_model in onnxruntime_paths.items():
+                    logger.info("%s: %s decoding at batch %d: %s", size, decoding, batch_size, name)
+                    paths[name] = [pair([ort_model])[0], None]
                 fixed = dict(beam_size=beams, max_decoding_length=args.new_tokens, min_decoding_length=args.new_tokens)
                 # CTranslate2 at one thread and at torch's count: on a 2-core Xeon (2026-12-05) its two threads
                 # decoded 5-10x slower than one, where torch's two ran 1.3-2x faster than one.
-                threads = sorted({1, torch.get_num_threads()})
                 for compute_type, count in itertools.product(("float32", "int8") if folder else (), threads):
                     name = f"CTranslate2 {compute_type}, {count} thread{'s' if count > 1 else ''}"
                     logger.info("%s: %s decoding at batch %d: %s", size, decoding, batch_size, name)
@@ -485,9 +517,10 @@ def benchmark_inference_paths(size: str, args, bandwidth: float | None = None) -
                         f"{fmt_rate(marian_rate) if marian_rate else 'n/a'} | "
                         f"{f'{ours_rate[0] / marian_rate[0]:.2f}x' if marian_rate else ''} | {base / ours.median:.2f}x |"
                     )
+                # Every path but CTranslate2's runs behind transformers' generate().
                 torch_paths = {n: t[0].median for n, t in paths.items() if not n.startswith("CTranslate2")}
                 fastest = min(torch_paths, key=torch_paths.get)
-                line = f"- {label}: the fastest PyTorch path is {fastest}"
+                line = f"- {label}: the fastest generate() path is {fastest}"
                 ct2_int8 = {n: t[0].median for n, t in paths.items() if n.startswith("CTranslate2 int8")}
                 if ct2_int8:
                     best = min(ct2_int8, key=ct2_int8.get)
@@ -501,7 +534,7 @@ def benchmark_inference_paths(size: str, args, bandwidth: float | None = None) -
                             bound.append(f"{name} {args.new_tokens / paths[name][0].median / limit:.0%}")
                     line += "; of the weight-streaming bound: " + ", ".join(bound)
                 summary.append(line)
-    del models, variants
+    del models, variants, onnxruntime_paths
     gc.collect()
     return rows, summary
 

@@ -2,9 +2,12 @@
 
 vaswani-serving-quality runs/en-de/model                      # the main job's model: all 1,137 test verses
 vaswani-serving-quality runs/en-de/model --max-sentences 300  # the first 300
+vaswani-serving-quality runs/en-de/onnx                       # an export of vaswani-export-onnx: its one row
 
 The same sentences go through PyTorch in float32 (eager), PyTorch int8 (`torch.ao.quantization.quantize_dynamic`),
-PyTorch with bf16 weights (`model.to(torch.bfloat16)`) and, where `ctranslate2` is installed, CTranslate2 in float32 and int8 (`vaswani-convert-ctranslate2`), each with the
+PyTorch with bf16 weights (`model.to(torch.bfloat16)`), ONNX Runtime behind the same `generate()` in float32 and int8
+(`vaswani-export-onnx`, `--quantize int8`) and, where `ctranslate2` is installed, CTranslate2 in float32 and int8
+(`vaswani-convert-ctranslate2`), each with the
 paper's decoding (beam 4, length penalty 0.6, output up to input + 50 tokens) in batches of 32 sentences of similar
 length. It prints one table: sacreBLEU BLEU and chrF, the change against float32, and the seconds each path took.
 Paths run one after the other, PyTorch's in this process and CTranslate2's each in a process of its own (in
@@ -34,11 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-sentences", type=int, help="use only the first N test pairs (default: all)")
     p.add_argument("--source", default="en")
     p.add_argument("--target", default="de")
+    p.add_argument("--onnxruntime-threads", type=int, default=torch.get_num_threads(),
+                   help="ONNX Runtime's intra_op_num_threads (default: torch's thread count)")  # fmt: skip
     p.add_argument("--ctranslate2-threads", type=int, default=1,
                    help="CTranslate2's intra_threads (default 1: on a 2-core Intel Xeon its two threads decoded 4-10x "
                    "slower than one, 2026-12-05; torch keeps its own count)")  # fmt: skip
     args = p.parse_args(argv)
-    recipe.require_at_least_one(p, args, "max_sentences", "ctranslate2_threads")
+    recipe.require_at_least_one(p, args, "max_sentences", "ctranslate2_threads", "onnxruntime_threads")
     return args
 
 
@@ -69,6 +74,34 @@ def ctranslate2_translate(folder: str, compute_type: str, threads: int, batches)
     return outputs, time.perf_counter() - start
 
 
+def onnxruntime_paths(model, tokenizer, work_dir: Path, threads: int, translate) -> dict:
+    """ONNX Runtime behind the same `generate()`: the model exported in float32 and int8 (ONNX Runtime's dynamic
+    quantization), each run through `translate(ort_model)`. Exported before any row is timed."""
+    import shutil
+
+    from vaswani.modeling.onnx_export import export_onnx, quantize_int8
+
+    logger.info("exporting to ONNX (float32 and int8)")
+    float32 = export_onnx(model, work_dir / "onnx", tokenizer=tokenizer)
+    int8_folder = Path(shutil.copytree(float32, work_dir / "onnx-int8"))
+    quantize_int8(int8_folder)
+    return {
+        f"ONNX Runtime {precision}": functools.partial(translate, onnxruntime_model(folder, threads))
+        for precision, folder in (("float32", float32), ("int8", int8_folder))
+    }
+
+
+def onnxruntime_model(folder, threads: int):
+    """The export in `folder` as an `ORTModelForSeq2SeqLM` whose sessions use `threads` threads."""
+    import onnxruntime
+
+    from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return ORTModelForSeq2SeqLM.from_pretrained(folder, session_options=options)
+
+
 def in_own_process(function, *args):
     """`function(*args)` in a fresh process, its result returned."""
     import multiprocessing
@@ -89,7 +122,14 @@ def run(argv: list[str] | None = None) -> str:
         raise SystemExit(f"error: {error}") from None
     model.eval()
     pairs = data.load_bible(args.source, args.target).test[: args.max_sentences]
-    sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+    sources = [s for s, _ in pairs]
+
+    def translate(translator) -> list[str]:
+        return recipe.translate(translator, tokenizer, sources, batch_size=BATCH_SIZE)
+
+    if recipe.is_onnx_export(args.model):  # an exported folder: the one row it gives
+        model = onnxruntime_model(args.model, args.onnxruntime_threads)
+        return print_table(args, pairs, {recipe.runtime_name(model): functools.partial(translate, model)}, tokenizer)
     paths = {
         "PyTorch float32": lambda: recipe.translate(model, tokenizer, sources, batch_size=BATCH_SIZE),
         "PyTorch int8 (quantize_dynamic)": lambda: recipe.translate(
@@ -105,6 +145,11 @@ def run(argv: list[str] | None = None) -> str:
     }
     work_dir = tempfile.TemporaryDirectory()
     try:
+        paths |= onnxruntime_paths(model, tokenizer, Path(work_dir.name), args.onnxruntime_threads, translate)
+    except ImportError:
+        logger.warning("onnxruntime is not installed: its rows are left out (pip install 'vaswani[serve]')")
+    batches = None
+    try:
         import ctranslate2  # noqa: F401
 
         from vaswani.modeling.ctranslate2_export import convert_to_ctranslate2
@@ -117,9 +162,19 @@ def run(argv: list[str] | None = None) -> str:
             )
     except ImportError:
         logger.warning("ctranslate2 is not installed: its rows are left out (pip install 'vaswani[serve]')")
+    try:
+        return print_table(args, pairs, paths, tokenizer, batches)
+    finally:
+        work_dir.cleanup()
+
+
+def print_table(args, pairs, paths: dict, tokenizer, batches=None) -> str:
+    """Runs each path over the test sources, one after the other, and prints (and returns) the table."""
+    sources, references = [s for s, _ in pairs], [t for _, t in pairs]
     lines = [
         f"{args.model}: {len(pairs)} test pairs ({args.source}->{args.target}), beam 4, length penalty 0.6; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; CTranslate2 {args.ctranslate2_threads} "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; ONNX Runtime {args.onnxruntime_threads} "
+        f"thread{'s' if args.onnxruntime_threads > 1 else ''}; CTranslate2 {args.ctranslate2_threads} "
         f"thread{'s' if args.ctranslate2_threads > 1 else ''}.",
         "",
         "| path | BLEU | chrF | BLEU change | seconds | sentences/s |",
@@ -141,7 +196,6 @@ def run(argv: list[str] | None = None) -> str:
         baseline = baseline if baseline is not None else scores["bleu"]
         lines.append(f"| {name} | {scores['bleu']:.2f} | {scores['chrf']:.2f} | {scores['bleu'] - baseline:+.2f} | "
                      f"{seconds:.0f} | {len(pairs) / seconds:.1f} |")  # fmt: skip
-    work_dir.cleanup()
     table = "\n".join(lines)
     print(table)
     return table

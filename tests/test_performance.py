@@ -252,7 +252,8 @@ def test_benchmark_script_runs(tmp_path):
     threads = "1 thread" if torch.get_num_threads() == 1 else f"{torch.get_num_threads()} threads"
     for decoding in ("greedy", "beam-4"):
         for path in ("eager (fp32)", "torch.compile, static cache", "bf16 weights", "int8 (quantize_dynamic)",
-                     f"CTranslate2 float32, {threads}", f"CTranslate2 int8, {threads}"):  # fmt: skip
+                     f"CTranslate2 float32, {threads}", f"CTranslate2 int8, {threads}",
+                     f"ONNX Runtime float32, {threads}", f"ONNX Runtime int8, {threads}", "ONNX Runtime int8, 1 thread"):  # fmt: skip
             assert rows[f"tiny, batch 1, {decoding}: {path}"].rstrip(" |").endswith("x"), path
         # the profile: vaswani and MarianMT, shares of generate's time that add up to the whole
         profile = [line for line in table.splitlines() if line.startswith(f"| tiny, batch 1, {decoding} |")]
@@ -262,7 +263,7 @@ def test_benchmark_script_runs(tmp_path):
             shares = [int(cell.rstrip("%")) for cell in cells[3:]]
             assert float(cells[2]) > 0 and shares[0] > 0 and abs(sum(shares) - 100) <= len(shares)
     assert "Streaming bandwidth measured here" in table
-    assert "tiny, batch 1, greedy: the fastest PyTorch path is" in table and "of the weight-streaming bound" in table
+    assert "tiny, batch 1, greedy: the fastest generate() path is" in table and "of the weight-streaming bound" in table
     assert (tmp_path / "bench.md").read_text().strip() == table.strip()
 
 

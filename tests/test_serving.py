@@ -306,9 +306,26 @@ def test_serving_quality_script_scores_every_path_on_the_test_books(trained):
     table = serving_quality.run([str(folder), "--max-sentences", "3"])
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| path", "| ---"))]
     assert [row.split("|")[1].strip() for row in rows] == [
-        "PyTorch float32", "PyTorch int8 (quantize_dynamic)", "PyTorch bf16", "CTranslate2 float32", "CTranslate2 int8"
+        "PyTorch float32", "PyTorch int8 (quantize_dynamic)", "PyTorch bf16", "ONNX Runtime float32",
+        "ONNX Runtime int8", "CTranslate2 float32", "CTranslate2 int8"
     ]  # fmt: skip
     assert "3 test pairs" in table
+    # ONNX Runtime float32 gives PyTorch float32's translations: the same BLEU
+    bleu = {row.split("|")[1].strip(): row.split("|")[2].strip() for row in rows}
+    assert bleu["ONNX Runtime float32"] == bleu["PyTorch float32"]
+
+
+def test_serving_quality_takes_an_exported_folder_and_names_its_runtime(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("sacrebleu")
+    from vaswani.scripts import export_onnx, serving_quality
+
+    _, folder = trained
+    export_onnx.main([str(folder), str(tmp_path / "onnx")])
+    table = serving_quality.run([str(tmp_path / "onnx"), "--max-sentences", "3", "--onnxruntime-threads", "1"])
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| path", "| ---"))]
+    assert len(rows) == 1 and rows[0].startswith("| ONNX Runtime ") and "(float32, CPUExecutionProvider)" in rows[0]
+    assert "ONNX Runtime 1 thread;" in table
 
 
 @pytest.mark.parametrize(
