@@ -341,7 +341,7 @@ def ctranslate2_model(model, work_dir: Path) -> tuple[Path, list[str]]:
     return convert_to_ctranslate2(model, work_dir / "ct2", tokenizer=tokens, force=True), tokens
 
 
-def onnxruntime_models(model, work_dir: Path, threads: list[int]) -> dict:
+def onnxruntime_models(model, work_dir: Path, threads: list[int], int8: bool = True) -> dict:
     """vaswani's model exported (`vaswani.export_onnx`) in float32 and int8 (ONNX Runtime's dynamic quantization),
     each as an `ORTModelForSeq2SeqLM` per thread count (`intra_op_num_threads`): the paths by name."""
     import shutil
@@ -351,11 +351,12 @@ def onnxruntime_models(model, work_dir: Path, threads: list[int]) -> dict:
     from vaswani.modeling.onnx_export import export_onnx, quantize_int8
     from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM
 
-    float32 = export_onnx(model, work_dir / "onnx")
-    int8_folder = Path(shutil.copytree(float32, work_dir / "onnx-int8"))
-    quantize_int8(int8_folder)
+    exports = {"float32": export_onnx(model, work_dir / "onnx")}
+    if int8:
+        exports["int8"] = Path(shutil.copytree(exports["float32"], work_dir / "onnx-int8"))
+        quantize_int8(exports["int8"])
     paths = {}
-    for (precision, folder), count in itertools.product((("float32", float32), ("int8", int8_folder)), threads):
+    for (precision, folder), count in itertools.product(exports.items(), threads):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = count, 1
         name = f"ONNX Runtime {precision}, {count} thread{'s' if count > 1 else ''}"
@@ -565,6 +566,8 @@ class StepClock:
         ]
         if hasattr(model, "_reorder_cache"):  # a model's own reordering, which generate calls instead (vaswani's)
             self.targets.append((model, "_reorder_cache", "beam cache reorder"))
+        if hasattr(model, "decoder_with_past_session"):  # ONNX Runtime: the sessions' share of the forward and encoder
+            self.targets.append((type(model.decoder_with_past_session), "run", ONNX_RUNTIME_PART))
 
     def _timed(self, function, name: str):
         @functools.wraps(function)  # generate reads the signatures of forward and prepare_inputs_for_generation
@@ -594,6 +597,18 @@ class StepClock:
 
 PROFILE_PARTS = ("decoder forward", "encoder", "inputs for the step", "logits processors", "stopping criteria",
                  "beam cache reorder")  # fmt: skip
+# Inside the forward and the encoder of an ONNX Runtime model: its sessions' own time (the rest is Python around them).
+ONNX_RUNTIME_PART = "ONNX Runtime sessions"
+
+
+def onnxruntime_float32(model, work_dir: Path):
+    """vaswani's model exported in float32 as an `ORTModelForSeq2SeqLM` at torch's thread count, or None without
+    onnxruntime."""
+    try:
+        return next(iter(onnxruntime_models(model, work_dir, [torch.get_num_threads()], int8=False).values()))
+    except ImportError:
+        logger.warning("onnxruntime is not installed: its profile is left out (pip install 'vaswani[serve]')")
+        return None
 
 
 @torch.no_grad()
@@ -601,16 +616,23 @@ def profile_decoding(size: str, args) -> list[str]:
     """Per batch size and decoding, the time of one decoding step (generate's whole time over the new tokens) and
     the share of it in each part (`StepClock`); eager fp32, vaswani and MarianMT alternating, `args.repeats` calls
     each after a warm-up, the shares summed over the repetitions."""
+    import tempfile
+
     models = build_pair(size, args.device, args.attn_implementation)
     config = models[0].config
-    rows = []
+    names = ["vaswani", "MarianMT"]
+    work_dir = tempfile.TemporaryDirectory()
+    ort_model = onnxruntime_float32(models[0].eval(), Path(work_dir.name)) if args.device == "cpu" else None
+    if ort_model is not None:
+        models, names = [*models, ort_model], [*names, "vaswani, ONNX Runtime float32"]
+    rows, notes = [], []
     for batch_size in args.generation_batch_sizes:
         inputs = generation_inputs(config, batch_size, args)
         for decoding, beams in DECODINGS.items():
             options = dict(num_beams=beams, max_new_tokens=args.new_tokens, do_sample=False)
             logger.info("%s: profile of %s decoding at batch %d", size, decoding, batch_size)
             clocks = [StepClock(model.eval()) for model in models]
-            totals = [0.0, 0.0]
+            totals = [0.0] * len(models)
             for model in models:
                 model.generate(**inputs, **options)
             for _ in range(args.repeats):
@@ -621,15 +643,21 @@ def profile_decoding(size: str, args) -> list[str]:
                         model.generate(**inputs, **options)
                         synchronize(args.device)
                         totals[index] += time.perf_counter() - start
-            for name, clock, total in zip(("vaswani", "MarianMT"), clocks, totals, strict=True):
+            for name, clock, total in zip(names, clocks, totals, strict=True):
                 shares = [clock.seconds.get(part, 0.0) / total for part in PROFILE_PARTS]
                 rest = 1 - sum(shares)
                 step_ms = total / args.repeats / args.new_tokens * 1e3
                 rows.append(f"| {size}, batch {batch_size}, {decoding} | {name} | {step_ms:.2f} | "
                             + " | ".join(f"{share:.0%}" for share in [*shares, rest]) + " |")  # fmt: skip
+                if ONNX_RUNTIME_PART in clock.seconds:
+                    inside = clock.seconds[ONNX_RUNTIME_PART] / args.repeats / args.new_tokens * 1e3
+                    notes.append(f"- {size}, batch {batch_size}, {decoding}: ONNX Runtime's sessions take {inside:.2f} "
+                                 f"of the {step_ms:.2f} ms a step ({inside / step_ms:.0%}); the rest is generate's own "
+                                 "Python and the model's around the sessions")  # fmt: skip
     del models
+    work_dir.cleanup()
     gc.collect()
-    return rows
+    return rows, notes
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -672,8 +700,12 @@ def main(argv: list[str] | None = None) -> str:
             "| size, batch, decoding | model | ms per step | " + " | ".join(PROFILE_PARTS) + " | rest of generate |",
             "| --- | --- | --- | " + " | ".join("---" for _ in PROFILE_PARTS) + " | --- |",
         ]
+        notes = []
         for size in args.sizes:
-            lines += profile_decoding(size, args)
+            rows, size_notes = profile_decoding(size, args)
+            lines += rows
+            notes += size_notes
+        lines += ["", *notes] if notes else []
     if args.inference_paths:
         bandwidth = streaming_bandwidth(args.device)
         lines += [

@@ -257,7 +257,8 @@ def test_benchmark_script_runs(tmp_path):
             assert rows[f"tiny, batch 1, {decoding}: {path}"].rstrip(" |").endswith("x"), path
         # the profile: vaswani and MarianMT, shares of generate's time that add up to the whole
         profile = [line for line in table.splitlines() if line.startswith(f"| tiny, batch 1, {decoding} |")]
-        assert [line.split("|")[2].strip() for line in profile] == ["vaswani", "MarianMT"]
+        assert [line.split("|")[2].strip() for line in profile] == ["vaswani", "MarianMT", "vaswani, ONNX Runtime float32"]
+        assert f"tiny, batch 1, {decoding}: ONNX Runtime's sessions take" in table
         for line in profile:
             cells = [cell.strip() for cell in line.strip(" |").split("|")]
             shares = [int(cell.rstrip("%")) for cell in cells[3:]]
