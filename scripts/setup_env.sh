@@ -30,3 +30,7 @@ if ! sha256sum --status -c "$stamp" 2>/dev/null || ! installed_here; then
   "${pip[@]}" --no-deps --no-build-isolation -e .
   sha256sum pyproject.toml > "$stamp"
 fi
+# transformers' own model tests (tests/test_transformers_common.py), from the sdist of the installed release: fetched
+# from the package registry into .ci/transformers-tests/ (git ignores it), once per release; without a registry the
+# script says so and those tests skip themselves.
+.venv/bin/python scripts/fetch_transformers_tests.py

@@ -31,3 +31,14 @@ def random_batch(batch_size: int = 3, length: int = 9, vocab_size: int = 128, se
 @pytest.fixture
 def model():
     return tiny_model()
+
+
+# The pytest marks of transformers' own model tests (tests/test_transformers_common.py), registered so that running
+# them reports no unknown-mark warnings.
+TRANSFORMERS_MARKS = ("flash_attn_test", "flash_attn_3_test", "flash_attn_4_test", "torch_compile_test",
+                      "torch_export_test", "generate", "training_ci", "is_flaky", "accelerate_tests")  # fmt: skip
+
+
+def pytest_configure(config):
+    for mark in TRANSFORMERS_MARKS:
+        config.addinivalue_line("markers", f"{mark}: a mark of transformers' model tests")

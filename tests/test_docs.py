@@ -235,6 +235,7 @@ PUBLIC_API = [
     vaswani.VaswaniForConditionalGeneration,
     vaswani.VaswaniForConditionalGeneration.forward,
     vaswani.VaswaniForConditionalGeneration.generate,
+    vaswani.paper_generation_config,
     vaswani.VaswaniForConditionalGeneration.from_marian,
     vaswani.VaswaniForConditionalGeneration.to_marian,
     vaswani.pipeline,

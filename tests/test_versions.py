@@ -7,11 +7,13 @@ say which way a name must point on which release."""
 import copy
 import importlib.util
 import inspect
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
 import typing
 import warnings
@@ -507,3 +509,36 @@ def test_refresh_refuses_what_is_not_a_vaswani_checkpoint(tmp_path):
     with pytest.raises(SystemExit, match="neither a folder here nor a Hub repository"):
         refresh_checkpoint.main([str(tmp_path / "missing" / "deeper" / "path")])
     assert not (tmp_path / "modeling_vaswani.py").exists()
+
+
+# --- transformers' own model tests, fetched per release (tests/test_transformers_common.py) ----------------------
+def test_the_fetched_model_tests_import_with_stand_ins_and_a_missing_registry_is_said_not_fatal(tmp_path, monkeypatch,
+                                                                                                capsys):  # fmt: skip
+    from vaswani.scripts import fetch_transformers_tests as fetch
+
+    archive = tmp_path / "transformers-9.9.9.tar.gz"
+    common = "from .exporters.test_export import ExportTesterMixin\nfrom .generation.test_utils import " \
+             "GenerationTesterMixin\nclass ModelTesterMixin(ExportTesterMixin): pass\n"  # fmt: skip
+    config = "from .utils.test_configuration_utils import config_common_kwargs\nclass ConfigTester: pass\n"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, text in (("test_modeling_common.py", common), ("test_configuration_common.py", config)):
+            data = text.encode()
+            info = tarfile.TarInfo(f"transformers-9.9.9/tests/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setattr(fetch, "DESTINATION", tmp_path / "suites")
+    monkeypatch.setattr(fetch, "download_sdist", lambda version, into: archive)
+    folder = fetch.fetch("9.9.9")
+    assert folder == tmp_path / "suites" / "9.9.9" and (folder / "SOURCE").read_text().startswith(archive.name)
+    imported = subprocess.run([sys.executable, "-c", "import transformers_tests.test_modeling_common as m, "
+                               "transformers_tests.test_configuration_common as c; print(m.ModelTesterMixin, "
+                               "c.config_common_kwargs)"], cwd=folder, capture_output=True, text=True)  # fmt: skip
+    assert imported.returncode == 0 and "{}" in imported.stdout, imported.stderr
+
+    def offline(version, into):
+        raise RuntimeError("No matching distribution found for transformers==9.9.8")
+
+    monkeypatch.setattr(fetch, "download_sdist", offline)
+    fetch.main(["--version", "9.9.8"])  # exits normally: the test module then skips, saying why
+    assert "were not fetched (No matching distribution" in capsys.readouterr().out
+    assert not (tmp_path / "suites" / "9.9.8").exists()
