@@ -470,8 +470,12 @@ class VaswaniPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """transformers' `from_pretrained`, with Hub kernels off unless asked for (`use_kernels=True`): transformers
-        5.25 turns them on by default, and vaswani has no layer they replace (`compat_vaswani.without_hub_kernels`)."""
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **without_hub_kernels(kwargs))
+        5.25 turns them on by default, and vaswani has no layer they replace (`compat_vaswani.without_hub_kernels`).
+        A damaged weights file raises a `DamagedWeightsError` naming it (safetensors' own error names no file)."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **without_hub_kernels(kwargs))
+        except SafetensorError as error:  # a truncated or overwritten file
+            raise DamagedWeightsError(pretrained_model_name_or_path, error) from error
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -560,6 +564,22 @@ class VaswaniPreTrainedModel(PreTrainedModel):
 
 
 WEIGHT_FILE_PATTERNS = ("model*.safetensors", "model*.safetensors.index.json", "pytorch_model*.bin*")
+
+
+class DamagedWeightsError(OSError):
+    """A checkpoint's weights file that safetensors cannot read (a save cut off, a file changed): the message names
+    the file and says what to do. An OSError, as transformers' other loading errors are; `safetensors_error` is
+    safetensors' own message."""
+
+    def __init__(self, location, error: Exception):
+        self.safetensors_error = str(error)
+        folder = Path(str(location))
+        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        where = ", ".join(map(str, files)) if files else f"the .safetensors weights of {location}"
+        super().__init__(
+            f"{where} is damaged (safetensors: {error}): the save was cut off or the file was changed; "
+            "save the model again, or download it again (for a Hub model, `force_download=True`)."
+        )
 
 
 def save_atomically(save: Callable[[Path], None], directory: Path) -> None:

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import ProgressCallback, Seq2SeqTrainer, TrainerCallback
 
+from vaswani.modeling.modeling_vaswani import DamagedWeightsError
 from vaswani.modeling.pipeline_vaswani import is_onnx_export
 
 logger = logging.getLogger(__name__)
@@ -414,6 +415,8 @@ def load_model_and_tokenizer(name: str, trust_remote_code: bool = False):
         else:
             model = AutoModelForSeq2SeqLM.from_pretrained(name, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except DamagedWeightsError as error:  # vaswani's from_pretrained names the file and says what to do
+        raise ValueError(f"cannot load {name}: {error}") from None
     except OSError as error:
         taken_for = "" if Path(name).is_dir() else f"there is no folder {name} here, and as a Hub id: "
         raise ValueError(f"cannot load a model and tokenizer from {name}: {taken_for}{error}") from None

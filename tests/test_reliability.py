@@ -400,10 +400,11 @@ def tokenizer_of_another_model(folder: Path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (truncate_weights, r"its weights file is damaged \(safetensors: Error while deserializing header: incomplete "
-                           r"metadata, file not fully covered\); the save was cut off or the file was changed"),
-        (overwrite_header, r"its weights file is damaged \(safetensors: Error while deserializing header: header too "
-                           r"large\)"),
+        (truncate_weights, r"damaged/model\.safetensors is damaged \(safetensors: Error while deserializing header: "
+                           r"incomplete metadata, file not fully covered\): the save was cut off or the file was "
+                           r"changed; save the model again, or download it again"),
+        (overwrite_header, r"damaged/model\.safetensors is damaged \(safetensors: Error while deserializing header: "
+                           r"header too large\)"),
         (wrong_field_type, r"its config.json is not valid: .*d_model.*expected int, got str \(value: 'big'\)"),
         (tokenizer_of_another_model, r"its tokenizer has [\d,]+ tokens, its model [\d,]+ \(vocab_size\): the "
                                      r"tokenizer belongs to another model"),
@@ -415,6 +416,24 @@ def test_vaswani_translate_names_what_is_wrong_with_a_damaged_checkpoint(damage,
     status, err = run_console_script("vaswani-translate", [str(folder), "The house is small."], capsys)
     assert status == 2 and "Traceback" not in err
     assert re.search(message, err, flags=re.S), err
+
+
+@pytest.mark.parametrize("load", [
+    lambda folder: AutoModelForSeq2SeqLM.from_pretrained(folder),
+    lambda folder: AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True),  # the checkpoint's own code
+    lambda folder: vaswani.VaswaniForConditionalGeneration.from_pretrained(folder),
+    lambda folder: vaswani.VaswaniModel.from_pretrained(folder),
+], ids=["auto", "remote-code", "for-conditional-generation", "model"])  # fmt: skip
+def test_from_pretrained_names_a_truncated_weights_file(load, checkpoint, tmp_path):
+    """The Python API, as the quickstart teaches it: safetensors' own error names no file."""
+    folder = damaged_copy(checkpoint, tmp_path / "damaged", truncate_weights)
+    with pytest.raises(OSError) as raised:
+        load(folder)
+    assert str(raised.value) == (
+        f"{folder / 'model.safetensors'} is damaged (safetensors: Error while deserializing header: incomplete "
+        "metadata, file not fully covered): the save was cut off or the file was changed; save the model again, or "
+        "download it again (for a Hub model, `force_download=True`)."
+    )
 
 
 def test_vaswani_translate_refuses_binary_and_empty_stdin(checkpoint):
