@@ -249,6 +249,20 @@ class ORTModelForSeq2SeqLM(PreTrainedModel, GenerationMixin):
         self.config.save_pretrained(save_directory)
         self.generation_config.save_pretrained(save_directory)
 
+    def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload ONNX model", private: bool | None = None,
+                    token=None, revision: str | None = None, create_pr: bool = False) -> str:  # fmt: skip
+        """Uploads the export (`save_pretrained`'s folder) to the Hub repository `repo_id`, created if missing, in
+        one commit; `from_pretrained(repo_id)` loads it back. Returns the commit URL."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
+                                       revision=revision, create_pr=create_pr)  # fmt: skip
+        return commit.commit_url
+
     # ---- running ----------------------------------------------------------------------------------------------
     @accepts_past_key_values
     def forward(

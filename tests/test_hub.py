@@ -325,6 +325,30 @@ TRAINER = """
 """
 
 
+ONNX_RUNTIME = """
+    import vaswani
+    from transformers import AutoTokenizer
+    from vaswani import ORTModelForSeq2SeqLM
+    exported = ORTModelForSeq2SeqLM.from_pretrained(args["repo"], export=True)  # a PyTorch checkpoint on the Hub
+    exported.push_to_hub(args["onnx_repo"])
+    model = ORTModelForSeq2SeqLM.from_pretrained(args["onnx_repo"])  # the export, pulled by a fresh cache
+    tokenizer = AutoTokenizer.from_pretrained(args["onnx_repo"])
+    batch = tokenizer(args["sentences"], return_tensors="pt", padding=True)
+    report(greedy=model.generate(**batch, num_beams=1, max_new_tokens=8).tolist(),
+           beam=model.generate(**batch, max_new_tokens=8).tolist())
+"""
+
+
+def test_onnx_runtime_exports_from_the_hub_pushes_and_pulls(hub, pushed, expected, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    onnx_repo = hub.repo("onnx")
+    result = client(hub, tmp_path, ONNX_RUNTIME, repo=pushed["repo"], onnx_repo=onnx_repo, sentences=SENTENCES)
+    assert result["greedy"] == expected["greedy"] and result["beam"] == expected["beam"]
+    files = set(hub.api.list_repo_files(onnx_repo))
+    assert {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "tokenizer.json"} <= files
+
+
 def test_trainer_push_to_hub(hub, reference, tmp_path):
     repo = hub.repo("trainer")
     result = client(hub, tmp_path, TRAINER, folder=str(reference), repo=repo, out=str(tmp_path / "out"),
