@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import ProgressCallback, Seq2SeqTrainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from vaswani.modeling.modeling_vaswani import DamagedWeightsError
 from vaswani.modeling.pipeline_vaswani import is_onnx_export
@@ -118,39 +119,54 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
-class TimeBudget(TrainerCallback):
+class TimeBudget(TrainerCallback, ExportableState):
     """A Trainer callback that ends training at a wall-clock budget and places the checkpoints to average.
 
     `TimeBudget(seconds, average=5, average_span=0.1)`: stops training (with a final checkpoint save) once `seconds`
-    have passed since training began, and saves `average` checkpoints spread evenly over the last `average_span` of
+    of training have passed, and saves `average` checkpoints spread evenly over the last `average_span` of
     training, the last one at its end (Trainer's interval saves stop in that span, so these are the last ones).
     Progress is the larger of elapsed / `seconds` and step / `max_steps`, so the
     same holds when `--max-steps` ends the run first (then the saves fall on fixed steps and a resumed run saves
     where an uninterrupted one does). Section 6.1 averages the last 5 checkpoints, written every 10 minutes of a
     12-hour run (the last 6% of it); a short run has to place them, because a fixed interval in steps means a
     different share of training on every machine.
+
+    The time trained so far goes into every checkpoint (its trainer_state.json, as an `ExportableState`), and a
+    resumed run counts it: a run killed and resumed trains its budget in all, plus at most the steps since the last
+    save, which it trains again (it got its whole budget again before).
     """
 
     def __init__(self, seconds: float, average: int = 5, average_span: float = 0.1):
-        self.seconds, self.start, self.start_step = seconds, None, 0
+        self.seconds, self.start, self.start_step, self.before = seconds, None, 0, 0.0
+        self.average, self.average_span = average, average_span
         spacing = average_span / max(average - 1, 1)
         self.save_points = [1.0 - spacing * k for k in range(max(average, 1))][::-1]  # e.g. 0.9, 0.925, ..., 1.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start, self.start_step = time.monotonic(), state.global_step
+        # A resumed run's state is the checkpoint's: the seconds its earlier runs trained (none before this record).
+        stored = getattr(state, "stateful_callbacks", {}).setdefault(type(self).__name__, self.state())
+        self.before = float(stored.get("attributes", {}).get("trained_seconds", 0.0))
         self.saved = sum(point <= state.global_step / state.max_steps for point in self.save_points)  # on resume
+
+    def elapsed(self) -> float:
+        """Seconds trained, by this run and the runs it resumed."""
+        return self.before + (time.monotonic() - self.start if self.start is not None else 0.0)
+
+    def state(self) -> dict:
+        return {"args": {"seconds": self.seconds, "average": self.average, "average_span": self.average_span},
+                "attributes": {"trained_seconds": round(self.elapsed(), 3)}}  # fmt: skip
 
     def progress(self, state) -> float:
         """The share of training done, 0 to 1: elapsed time of the budget, or steps of max_steps if further."""
-        by_time = (time.monotonic() - self.start) / self.seconds if self.start is not None else 0.0
-        return min(max(by_time, state.global_step / state.max_steps), 1.0)
+        return min(max(self.elapsed() / self.seconds, state.global_step / state.max_steps), 1.0)
 
     def on_step_end(self, args, state, control, **kwargs):
         progress = self.progress(state)
         if progress >= self.save_points[0]:  # the averaged span: its saves are exactly the placed ones
             control.should_save = self.saved < len(self.save_points) and progress >= self.save_points[self.saved]
             self.saved = sum(point <= progress for point in self.save_points)  # one save even if a step passed two
-        if time.monotonic() - self.start >= self.seconds:
+        if self.elapsed() >= self.seconds:
             logger.info("Time budget of %.0fs reached at step %d: stopping.", self.seconds, state.global_step)
             control.should_training_stop = True
             control.should_save = True

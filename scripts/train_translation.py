@@ -487,6 +487,7 @@ def train_and_evaluate(args, data, training_args, peak: float, budget: float, d_
         return None
     model, final, averaged = average_and_save(trainer, args, tokenizer)
     extra = {"steps": trainer.state.global_step, "train_minutes": round(seconds / 60, 1),
+             "train_seconds": round(seconds, 2),  # this run's; the time budget also counts the runs it resumed
              "steps_per_second": round(steps_per_second, 3),
              "averaged_checkpoints": averaged,
              # the trained model's count: MarianMTModel reloads its sinusoidal position tables as trainable weights

@@ -236,6 +236,7 @@ def test_saving_into_a_read_only_folder_fails_clearly_and_keeps_the_previous_che
 # ---- the training job: killed, interrupted, two at once --------------------------------------------------------
 # The job in a process of its own that SIGKILLs itself at one moment, named by KILL_AT as "moment:detail":
 #   step:N          during step N, after its forward pass and loss, before the backward pass and the update;
+#   seconds:S       during the first step after S seconds of training that follows a complete checkpoint;
 #   evaluate:N      during the validation loss at step N;
 #   save:FILE       in a checkpoint's save, instead of writing FILE (the weights written, the optimizer not yet);
 #   average:N       while averaging, at the N-th checkpoint read;
@@ -263,6 +264,16 @@ if moment in ("step", "evaluate"):
             die()
         return result
     recipe.TokenBudgetTrainer.compute_loss = compute_loss_or_die
+if moment == "seconds":
+    import time
+    compute_loss, started = recipe.TokenBudgetTrainer.compute_loss, []
+    def compute_loss_or_die_later(self, model, *args, **kwargs):
+        started.append(started[0] if started else time.monotonic())
+        saved = recipe.last_complete_checkpoint(pathlib.Path(self.args.output_dir))
+        if model.training and saved and time.monotonic() - started[0] >= float(detail):
+            die()
+        return compute_loss(self, model, *args, **kwargs)
+    recipe.TokenBudgetTrainer.compute_loss = compute_loss_or_die_later
 calls = []
 def count(n):
     calls.append(1)
@@ -327,6 +338,24 @@ def test_job_killed_then_resumed_ends_with_the_uninterrupted_weights(moment, uni
             assert torch.equal(resumed[name], tensor), f"{folder}: {name}"  # fp32 and a fixed seed: bit-identical
     assert json.loads((killed / "model" / "eval_results.json").read_text())["averaged_checkpoints"] == [
         "checkpoint-6", "checkpoint-9", "checkpoint-12"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_budgeted_run_killed_and_resumed_trains_its_budget_in_all(tmp_path):
+    """--time-budget counts the time trained before the kill (stored in each checkpoint's trainer state): the resumed
+    run trains only the rest, so the two train the budget in all plus at most the steps since the last save."""
+    budget, run = 12.0, tmp_path / "run"
+    timed = ["--time-budget", f"{budget:.0f}s", "--save-steps", "2", "--max-eval-pairs", "2"]
+    code, log = finish(job(run, *timed, kill_at="seconds:6"))
+    assert code == -9, f"the job was not killed where the test meant it to be:\n{log[-3000:]}"
+    state = json.loads((recipe.last_complete_checkpoint(run) / "trainer_state.json").read_text())
+    before = state["stateful_callbacks"]["TimeBudget"]["attributes"]["trained_seconds"]
+    assert 0 < before < budget
+    code, log = finish(job(run, *timed, "--resume"))
+    assert code == 0, log[-3000:]
+    resumed = json.loads((run / "model" / "eval_results.json").read_text())["train_seconds"]
+    # What the runs count (before + resumed) is the budget, give or take a step and the final save.
+    assert budget - 0.5 < before + resumed < budget + 3, (before, resumed)
 
 
 @pytest.mark.slow

@@ -127,6 +127,21 @@ def test_time_budget_stops_training():
     assert control.should_training_stop and control.should_save
 
 
+def test_a_resumed_time_budget_counts_the_time_already_trained():
+    """The seconds trained so far go into each checkpoint's trainer state; a resumed run trains only what is left."""
+    budget = recipe.TimeBudget(10.0)
+    budget.on_train_begin(None, SimpleNamespace(global_step=0, max_steps=551_000, stateful_callbacks={}), None)
+    budget.before = 9.96  # as if 9.96 s had passed
+    stored = budget.state()
+    assert stored["attributes"]["trained_seconds"] == pytest.approx(9.96, abs=0.01)
+    resumed = recipe.TimeBudget(10.0)
+    state = SimpleNamespace(global_step=500, max_steps=551_000, stateful_callbacks={"TimeBudget": stored})
+    resumed.on_train_begin(None, state, None)
+    assert not resumed.on_step_end(None, state, TrainerControl()).should_training_stop
+    time.sleep(0.06)
+    assert resumed.on_step_end(None, state, TrainerControl()).should_training_stop  # 0.05 s left, not 10 s
+
+
 def saves(budget: recipe.TimeBudget, steps: range, max_steps: int) -> list[int]:
     """The steps at which `budget` asks Trainer to save, over `steps` of a run of `max_steps`."""
     budget.on_train_begin(None, SimpleNamespace(global_step=steps.start - 1, max_steps=max_steps), None)
