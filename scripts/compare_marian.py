@@ -15,7 +15,6 @@ the markers `<!-- compare_marian -->` and `<!-- /compare_marian -->`.
 
 import argparse
 import json
-import logging
 import platform
 import re
 import shlex
@@ -28,7 +27,7 @@ import torch
 import transformers
 
 import vaswani
-from vaswani.scripts import train_translation
+from vaswani.scripts import recipe, train_translation
 
 MODELS = ("vaswani", "marian")
 START, END = "<!-- compare_marian -->", "<!-- /compare_marian -->"
@@ -114,7 +113,7 @@ def update_readme(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # each run logs as the job does (data, precision)
+    recipe.command_line_logging()  # each run logs as the job does (data, precision)
     # allow_abbrev=False: the job's own --seed would otherwise be taken for an abbreviation of --seeds.
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)  # fmt: skip

@@ -18,6 +18,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vaswani  # noqa: F401  (registers the model)
 from vaswani.modeling.ctranslate2_export import QUANTIZATIONS, CTranslate2ConversionError, convert_to_ctranslate2
+from vaswani.scripts import recipe
 
 logger = logging.getLogger("vaswani.convert_ctranslate2")
 CHECK_SENTENCES = ["The house is small.", "This sentence checks that both compute the same log-probabilities."]
@@ -60,7 +61,7 @@ def compare(model, tokenizer, translator) -> tuple[float, bool]:
 
 def run(argv: list[str] | None = None) -> Path:
     """The command with arguments `argv` (default: sys.argv); returns the CTranslate2 model's folder."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    recipe.command_line_logging()
     args = parse_args(argv)
     if args.output_dir.exists() and any(args.output_dir.iterdir()):
         raise SystemExit(f"error: {args.output_dir} is not empty; choose a new output folder")

@@ -17,6 +17,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vaswani
 from vaswani.modeling.marian import MarianConversionError, from_marian, load_marian, to_marian
+from vaswani.scripts import recipe
 
 logger = logging.getLogger("vaswani.convert_marian")
 TOLERANCE = 1e-4  # fp32 logits; the conversion only reorders floating-point sums (differences around 1e-7)
@@ -56,7 +57,7 @@ def load_tokenizer(source: str, revision: str | None):
 
 def run(argv: list[str] | None = None) -> Path:
     """The command with arguments `argv` (default: sys.argv); returns the converted model's folder."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    recipe.command_line_logging()
     args = parse_args(argv)
     if args.output_dir.exists() and any(args.output_dir.iterdir()):
         raise SystemExit(f"error: {args.output_dir} is not empty; choose a new output folder")

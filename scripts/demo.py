@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     recipe.require_at_least_one(parser, args, "steps", "batch_size")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    recipe.command_line_logging()
 
     torch.manual_seed(args.seed)
     config = vaswani.VaswaniConfig.from_preset(

@@ -126,7 +126,7 @@ def plot_attention(model, tokenizer, sentence: str, output_dir: Path) -> list[Pa
 
 def main(argv: list[str] | None = None) -> None:
     import vaswani  # noqa: F401  (registers the Auto classes)
-    from vaswani.scripts.recipe import load_model_and_tokenizer
+    from vaswani.scripts.recipe import command_line_logging, load_model_and_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a folder (or Hub id) with the model and its tokenizer")
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("attention"))
     parser.add_argument("--trust-remote-code", action="store_true")
     args = parser.parse_args(argv)
+    command_line_logging()
     try:
         model, tokenizer = load_model_and_tokenizer(args.checkpoint, trust_remote_code=args.trust_remote_code)
     except ValueError as error:

@@ -19,6 +19,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import vaswani  # noqa: F401  (registers the Auto classes)
 from vaswani.modeling.model_card import model_card
+from vaswani.scripts import recipe
 
 EXTRA_FILES = ("eval_results.json", "curves.png")  # uploaded with the model when the checkpoint folder has them
 
@@ -78,6 +79,7 @@ def run(argv: list[str] | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: `run`, with exit status 0 on success (a returned value would become status 1)."""
+    recipe.command_line_logging()
     run(argv)
 
 

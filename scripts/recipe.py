@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,16 @@ from vaswani.modeling.pipeline_vaswani import is_onnx_export
 
 logger = logging.getLogger(__name__)
 MIN_TIME_BUDGET_SECONDS = 10  # one step of the small model plus one checkpoint save, on a 2-core CPU
+
+
+def command_line_logging() -> None:
+    """The console scripts' output: log records as plain lines on stderr, and none of transformers' progress bars
+    for loading and writing weights ("Loading weights", "Writing model shards": one per save, 34 in a training log,
+    each done in a blink). The scripts' own bars (training, translating) stay."""
+    from transformers.utils import logging as transformers_logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    transformers_logging.disable_progress_bar()
 
 
 def paper_learning_rate(step: int, d_model: int, warmup_steps: int, peak: float | None = None) -> float:
@@ -174,14 +185,15 @@ class TimeBudget(TrainerCallback, ExportableState):
 
 
 class BudgetProgress(ProgressCallback):
-    """Trainer's progress bar measured against the run's real end: the share of the time budget (or of
-    --max-steps, whichever is further) with the elapsed and remaining time, the step and the last training loss,
-    instead of epochs x batches (which counted to 551,000 steps and 86 hours for a 15-minute run). Log lines are
-    written under the bar as Trainer's are."""
+    """The run's one progress bar, measured against its real end: the share of the time budget (or of --max-steps,
+    whichever is further) with the elapsed and remaining time, the step and the last training loss, instead of
+    epochs x batches (which counted to 551,000 steps and 86 hours for a 15-minute run). At each validation, one log
+    line: step, training and validation loss, learning rate, time elapsed and left. Trainer's own callback printed
+    every log dict into the bar and drew a bar for every validation; the dicts are in TensorBoard."""
 
     def __init__(self, budget: TimeBudget):
         super().__init__()
-        self.budget, self.loss = budget, None
+        self.budget, self.loss, self.learning_rate = budget, None, None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.current_step = state.global_step
@@ -196,10 +208,37 @@ class BudgetProgress(ProgressCallback):
             loss = f", loss {self.loss:.3f}" if self.loss is not None else ""
             self.training_bar.set_postfix_str(f"step {state.global_step}{loss}", refresh=False)
 
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass  # no bar for the validation loss: it takes a second or two
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        pass
+
+    def on_predict(self, args, state, control, **kwargs):
+        pass
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.loss = logs["loss"]
-        super().on_log(args, state, control, logs=logs, **kwargs)
+        logs = logs or {}
+        self.loss = logs.get("loss", self.loss)
+        self.learning_rate = logs.get("learning_rate", self.learning_rate)
+        if "eval_loss" in logs and state.is_world_process_zero:
+            with tqdm.external_write_mode(file=sys.stderr):  # on a line of its own, not after the bar's
+                logger.info(self.summary(state, logs["eval_loss"]))
+
+    def summary(self, state, validation_loss: float) -> str:
+        """The line at a validation: step 200: training loss 5.123, validation loss 4.987, learning rate 6.7e-04, 1:02
+        elapsed, 13:58 left."""
+        elapsed, progress = self.budget.elapsed(), self.budget.progress(state)
+        left = elapsed * (1 - progress) / progress if progress > 0 else 0.0
+        loss = f"training loss {self.loss:.3f}, " if self.loss is not None else ""
+        rate = f", learning rate {self.learning_rate:.1e}" if self.learning_rate is not None else ""
+        return (f"step {state.global_step}: {loss}validation loss {validation_loss:.3f}{rate}, "
+                f"{minutes_seconds(elapsed)} elapsed, {minutes_seconds(left)} left")  # fmt: skip
+
+
+def minutes_seconds(seconds: float) -> str:
+    """90.4 -> "1:30"."""
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
 def attention_without_per_shape_plans() -> bool:
@@ -501,19 +540,20 @@ def check_lengths(model, tokenizer, sentences: list[str]) -> int | None:
 
 @torch.no_grad()
 def translate(model, tokenizer, sentences: list[str], num_beams: int = 4, length_penalty: float = 0.6,
-              batch_size: int = 32, max_offset: int = 50, progress: bool = True) -> list[str]:  # fmt: skip
+              batch_size: int = 32, max_offset: int = 50, progress: bool = True,
+              description: str = "translating") -> list[str]:  # fmt: skip
     """Beam search translation of `sentences` with `model` and `tokenizer`, returned as strings in input order.
 
     The paper's decoding by default (Section 6.1): `num_beams` 4, `length_penalty` (alpha) 0.6, maximum output
     length input length + `max_offset` (50). Sentences are decoded in batches of `batch_size` sentences of similar
     length (then put back in order), so that the output bound is the batch's longest input + 50, within a few
-    tokens of each sentence's own. `progress` shows a progress bar. Inputs are never truncated: one longer than a
+    tokens of each sentence's own. `progress` shows a progress bar (`description` names it). Inputs are never truncated: one longer than a
     model with learned positions can take raises a TooLongError first (`check_lengths`), and there the output
     bound stops at the last position, with a warning."""
     model.eval()
     limit = check_lengths(model, tokenizer, sentences)
     outputs: list[str] = [""] * len(sentences)
-    for indices in tqdm(length_batches(sentences, batch_size), desc="translating", disable=not progress):
+    for indices in tqdm(length_batches(sentences, batch_size), desc=description, disable=not progress):
         batch = tokenizer([sentences[i] for i in indices], return_tensors="pt", padding=True)
         batch = batch.to(model.device)
         max_new_tokens = batch["input_ids"].shape[1] + max_offset

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from vaswani.scripts import recipe
 from vaswani.tokenization import VaswaniTokenizer
 
 logger = logging.getLogger("vaswani.train_tokenizer")
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-max-length", type=int, default=1024)
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    recipe.command_line_logging()
     for path in args.files:  # fail before any work, naming the file
         if not path.is_file():
             parser.error(f"text file {path} not found")

@@ -21,6 +21,7 @@ from vaswani.modeling.pipeline_vaswani import is_onnx_export
 from vaswani.scripts.recipe import (
     TooLongError,
     check_model_location,
+    command_line_logging,
     load_model_and_tokenizer,
     require_at_least_one,
     runtime_name,
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="lines of stdin read, translated and printed at a time (default: 1024)")  # fmt: skip
     parser.add_argument("--trust-remote-code", action="store_true", help="needed for checkpoints of other models")
     args = parser.parse_args(argv)
+    command_line_logging()
     require_at_least_one(parser, args, "beam", "batch_size", "chunk_lines")
     try:
         check_model_location(args.checkpoint)

@@ -2,6 +2,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -602,3 +603,21 @@ def test_command_line_entry_point_reports_bad_input(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
     assert result.returncode != 0 and "Unknown language 'xx'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_jobs_log_is_one_bar_per_phase_and_a_line_per_validation(tmp_path):
+    """What a user reads: no Trainer log dicts, no evaluation bars, no bar per weights file written or loaded; one
+    bar per phase and one line per validation. (It was 166 KB for the main job, 243 dicts and 34 shard bars.)"""
+    command = [sys.executable, "-m", "vaswani.scripts.train_translation", *TINY_RUN, "--max-steps", "4",
+               "--eval-steps", "2", "--save-steps", "2", "--average-checkpoints", "1", "--max-eval-pairs", "2",
+               "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    for noise in ("{'loss'", "{'eval_loss'", "{'train_runtime'", "Writing model shards", "Loading weights"):
+        assert noise not in log
+    bars = set(re.findall(r"(?:^|\r)([^\r\n%]*?): +\d+%\|", log, flags=re.M))
+    assert bars == {"training", "translating the validation set", "translating the test set"}
+    assert not re.search(r"(?:^|\r) *\d+%\|", log, flags=re.M)  # Trainer's evaluation bar has no name
+    assert re.findall(r"step (\d+): validation loss \d+\.\d{3}, \d+:\d\d elapsed, \d+:\d\d left", log) == ["2", "4"]
+    assert re.search(r"Done in \d+:\d\d: training \d+:\d\d", result.stdout)
