@@ -346,10 +346,10 @@ def onnxruntime_models(model, work_dir: Path, threads: list[int], int8: bool = T
     each as an `ORTModelForSeq2SeqLM` per thread count (`intra_op_num_threads`): the paths by name."""
     import shutil
 
-    import onnxruntime
-
     from vaswani.modeling.onnx_export import export_onnx, quantize_int8
-    from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM
+    from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM, import_onnxruntime, session_options
+
+    import_onnxruntime()  # an ImportError before the export's work
 
     exports = {"float32": export_onnx(model, work_dir / "onnx")}
     if int8:
@@ -357,10 +357,8 @@ def onnxruntime_models(model, work_dir: Path, threads: list[int], int8: bool = T
         quantize_int8(exports["int8"])
     paths = {}
     for (precision, folder), count in itertools.product(exports.items(), threads):
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = count, 1
         name = f"ONNX Runtime {precision}, {count} thread{'s' if count > 1 else ''}"
-        paths[name] = ORTModelForSeq2SeqLM.from_pretrained(folder, session_options=options)
+        paths[name] = ORTModelForSeq2SeqLM.from_pretrained(folder, session_options=session_options(count))
     return paths
 
 

@@ -93,13 +93,9 @@ def onnxruntime_paths(model, tokenizer, work_dir: Path, threads: int, translate)
 
 def onnxruntime_model(folder, threads: int):
     """The export in `folder` as an `ORTModelForSeq2SeqLM` whose sessions use `threads` threads."""
-    import onnxruntime
+    from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM, session_options
 
-    from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    return ORTModelForSeq2SeqLM.from_pretrained(folder, session_options=options)
+    return ORTModelForSeq2SeqLM.from_pretrained(folder, session_options=session_options(threads))
 
 
 def in_own_process(function, *args):

@@ -99,6 +99,9 @@ def test_the_export_has_optimums_files_and_names(random_export):
     assert with_past.input_names == ["input_ids", "encoder_attention_mask", *past_names("past_key_values", layers)]
     assert with_past.output_names == ["logits", *past_names("present", layers, ("decoder",))]
     assert json.loads((folder / "ort_config.json").read_text())["max_positions"] == model.config.max_position_embeddings
+    # By default no thread spins between runs: generate's own torch operations need the cores then.
+    options = decoder.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 # ---- generate() against eager PyTorch -----------------------------------------------------------------------------
