@@ -131,7 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a folder (or Hub id) with the model and its tokenizer")
     parser.add_argument("sentence", help="the source sentence to translate and draw")
-    parser.add_argument("--output-dir", type=Path, default=Path("attention"))
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("runs/attention"),
+        help="where the PNGs go (default: runs/attention, which git ignores as every run's output)",
+    )
     parser.add_argument("--trust-remote-code", action="store_true")
     args = parser.parse_args(argv)
     command_line_logging()

@@ -113,6 +113,30 @@ def test_readme_runs_as_written(tmp_path):
     assert len(check_printed(blocks(ROOT / "README.md"), output)) >= 2
 
 
+def written_folders(text: str) -> set[str]:
+    """The folders the commands and code of a doc write into: `--output-dir X`, `save_pretrained("X")`,
+    `Seq2SeqTrainingArguments("X", ...)` (relative paths: an absolute one is outside the clone)."""
+    patterns = (r"--output-dir (\S+)", r'save_pretrained\("([^"]+)"', r'Seq2SeqTrainingArguments\(\s*"([^"]+)"')
+    found = {match.rstrip("/`") for pattern in patterns for match in re.findall(pattern, text)}
+    return {folder for folder in found if not folder.startswith(("/", "$", "<", "X", "me/"))}
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git checkout")
+def test_the_readmes_commands_leave_git_status_clean():
+    """What the README's and docs/training.md's commands and the quickstart write is ignored by git: a newcomer's
+    `git status` stays clean (`--output-dir attention/` left an untracked folder). The job's and the scripts' own
+    default folders too."""
+    from vaswani.scripts import train_translation
+
+    folders = set().union(*(written_folders((ROOT / doc).read_text()) for doc in ("README.md", "docs/training.md")))
+    # the job's default --output-dir, vaswani-plot-attention's, and the environment run_main.sh makes
+    folders |= {str(train_translation.parse_args([]).output_dir), "runs/attention", ".venv"}
+    assert {"runs/attention", "ckpt", "out"} <= folders, folders  # the patterns still find the README's
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *(f"{folder}/file" for folder in sorted(folders))],
+                             cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert set(ignored.stdout.split()) == {f"{folder}/file" for folder in folders}
+
+
 def check_printed(found: list[Block], output: str) -> list[str]:
     """`print(...)  # what it prints`: each such comment must be the next printed line of that value, in order."""
     promised = [m for b in found if b.runs for m in re.findall(r"^print\(.*\)  # (.+)$", b.code, flags=re.M)]
