@@ -23,20 +23,25 @@ ATTENTION_KINDS = {
 }
 
 
-def plot_curves(log_history: list[dict], path: Path, final_note: str | None = None) -> Path:
+def plot_curves(
+    log_history: list[dict], path: Path, final_note: str | None = None, label_smoothing: float = 0.0
+) -> Path:
     """Training and validation loss, and the learning rate, against the training step; `final_note` (e.g. the final
-    model's validation BLEU) goes in the loss panel's title."""
+    model's validation BLEU) goes in the loss panel's title. Both losses are computed alike, smoothed by
+    `label_smoothing` where it is not 0, as the legend says."""
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
     valid = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
     rate = [(e["step"], e["learning_rate"]) for e in log_history if "learning_rate" in e]
     figure, (loss_axes, rate_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    for points, label in ((train, "training loss (label-smoothed)"), (valid, "validation loss")):
+    smoothed = f" (label smoothing {label_smoothing:g})" if label_smoothing else ""
+    for points, label in ((train, f"training loss{smoothed}"), (valid, f"validation loss{smoothed}")):
         if points:
             loss_axes.plot(*zip(*points, strict=True), marker="." if len(points) < 30 else None, label=label)
     loss_axes.set(
         xlabel="step", ylabel="cross-entropy per token", title="Loss" + (f" ({final_note})" if final_note else "")
     )
-    loss_axes.legend()
+    if train or valid:  # a legend without lines is a warning
+        loss_axes.legend()
     if rate:
         rate_axes.plot(*zip(*rate, strict=True), color="tab:green")
     rate_axes.set(xlabel="step", ylabel="learning rate", title="Learning rate (warmup, then 1/sqrt(step))")
@@ -48,17 +53,24 @@ def plot_curves(log_history: list[dict], path: Path, final_note: str | None = No
 
 @torch.no_grad()
 def attention_maps(model, tokenizer, sentence: str, max_new_tokens: int = 60):
-    """The model's translation of `sentence` and its attention weights in one teacher-forced pass over it."""
+    """The model's translation of `sentence`, its attention weights in one teacher-forced pass over it, and each
+    kind's axis labels {kind: (rows, columns)}. A decoder row is labelled with the token it predicts: its input is
+    the token before, and rows labelled with their inputs read shifted by one ("Gott" lit up "the")."""
     model.eval()
     batch = tokenizer([sentence], return_tensors="pt").to(model.device)
     generated = model.generate(**batch, num_beams=4, max_new_tokens=max_new_tokens)
+    inputs = generated[:, :-1]  # the decoder start token and the translation; row i predicts generated[i + 1]
     implementation = model.config._attn_implementation
     model.set_attn_implementation("eager")  # only eager attention returns its weights
     try:
-        out = model(**batch, decoder_input_ids=generated, output_attentions=True)
+        out = model(**batch, decoder_input_ids=inputs, output_attentions=True)
     finally:
         model.set_attn_implementation(implementation)
-    return out, token_labels(tokenizer, batch["input_ids"][0]), token_labels(tokenizer, generated[0]), generated
+    source = token_labels(tokenizer, batch["input_ids"][0])
+    predicted, fed = token_labels(tokenizer, generated[0, 1:]), token_labels(tokenizer, inputs[0])
+    labels = {"encoder_attentions": (source, source), "decoder_attentions": (predicted, fed),
+              "cross_attentions": (predicted, source)}  # fmt: skip
+    return out, labels, generated
 
 
 def token_labels(tokenizer, ids) -> list[str]:
@@ -86,9 +98,7 @@ def panel_size(queries: int, keys: int) -> tuple[float, float]:
 
 def plot_attention(model, tokenizer, sentence: str, output_dir: Path) -> list[Path]:
     """One PNG per attention kind: a grid of layers (rows) x heads (columns), each panel sized from its tokens."""
-    out, source, target, _ = attention_maps(model, tokenizer, sentence)
-    labels = {"encoder_attentions": (source, source), "decoder_attentions": (target, target),
-              "cross_attentions": (target, source)}  # fmt: skip
+    out, labels, _ = attention_maps(model, tokenizer, sentence)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for kind, title in ATTENTION_KINDS.items():
@@ -102,7 +112,7 @@ def plot_attention(model, tokenizer, sentence: str, output_dir: Path) -> list[Pa
         for layer, weights in enumerate(layers):
             for head in range(cols):
                 ax = axes[layer][head]
-                ax.imshow(weights[0, head].float().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+                image = ax.imshow(weights[0, head].float().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
                 ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=8)
                 # Every panel has the same tokens on its axes, so only the outer panels carry them: the keys under
                 # the bottom row, the queries left of the first column. (Tick labels are most of the drawing time:
@@ -115,6 +125,9 @@ def plot_attention(model, tokenizer, sentence: str, output_dir: Path) -> list[Pa
                     ax.set_yticks(range(len(queries)), queries, fontsize=6)
                 else:
                     ax.set_yticks([])
+        figure.colorbar(image, ax=axes, shrink=min(1.0, 3 / rows), label="attention weight")  # every panel: 0 to 1
+        if kind != "encoder_attentions":
+            figure.supylabel("each row: the output token it predicts", fontsize=8)
         wrapped = textwrap.fill(f"{title}: {sentence!r}", width=max(40, int(12 * width * cols)))
         figure.suptitle(wrapped, fontsize=10)
         path = output_dir / f"{kind.removesuffix('s')}.png"  # encoder_attention.png, ...

@@ -25,18 +25,19 @@ TINY_RUN = ["--preset", "tiny", "--max-train-pairs", "300", "--max-eval-pairs", 
             # fp32 whatever the machine: --precision auto measures, and at the tiny shape it can come out either way
             "--precision", "fp32",
             "--sample", ""]  # fmt: skip  # no attention pictures: an untrained model's 60-token output takes 7 s to draw
-SAMPLE = ["--sample", train_translation.parse_args([]).sample]  # the job's default sentence
 
 
-def run_job(output_dir: Path, *extra: str) -> dict:
-    return train_translation.run(train_translation.parse_args([*TINY_RUN, "--output-dir", str(output_dir), *extra]))
+def run_job(output_dir: Path, *extra: str, pictures: bool = False) -> dict:
+    """The tiny job; `pictures`: with the attention pictures of the job's default sentence."""
+    tiny = TINY_RUN[:-2] if pictures else TINY_RUN  # without "--sample", ""
+    return train_translation.run(train_translation.parse_args([*tiny, "--output-dir", str(output_dir), *extra]))
 
 
 @pytest.fixture(scope="module")
 def tiny_job(tmp_path_factory):
     """One end-to-end run of the main job on a few hundred pairs of the real corpus, shared by the tests below."""
     output_dir = tmp_path_factory.mktemp("job") / "run"
-    results = run_job(output_dir, "--max-steps", "12", *SAMPLE)  # with the pictures
+    results = run_job(output_dir, "--max-steps", "12", pictures=True)
     return output_dir, results
 
 
@@ -369,6 +370,41 @@ def test_attention_plot_labels_are_text_not_byte_level_characters():
     assert labels[-1] == "</s>" and not any("Ã" in label or "Ġ" in label for label in labels), labels
     assert "".join(labels[:-1]).replace("▁", " ") == "Der König ist alt."
     assert "▁König" in labels
+
+
+def test_the_pictures_default_sentence_is_from_the_test_set(tiny_job):
+    """Genesis 1:1, the default before, was a training sentence."""
+    _, results = tiny_job
+    data = train_translation.load_corpus(train_translation.parse_args(TINY_RUN))
+    assert results["attention_sample"] == train_translation.sample_sentence(data)
+    assert results["attention_sample"] in [source for source, _ in data.test]
+    assert results["attention_sample"] not in {source for source, _ in data.train}
+
+
+def test_attention_rows_are_labelled_with_the_token_they_predict(tiny_job):
+    """Row i of the decoder's attention takes token i as input and predicts token i + 1: labelled with its input,
+    the alignment read shifted by one ("Gott" lit up "the")."""
+    from vaswani.scripts import plots
+
+    output_dir, _ = tiny_job
+    model, tokenizer = recipe.load_model_and_tokenizer(str(output_dir / "model"))
+    out, labels, generated = plots.attention_maps(model, tokenizer, "The house is small.", max_new_tokens=8)
+    rows, columns = labels["cross_attentions"]
+    assert rows == plots.token_labels(tokenizer, generated[0, 1:]) == labels["decoder_attentions"][0]
+    assert labels["decoder_attentions"][1] == plots.token_labels(tokenizer, generated[0, :-1])  # what it was fed
+    assert columns == plots.token_labels(tokenizer, tokenizer("The house is small.")["input_ids"])
+    assert out.cross_attentions[0].shape[-2:] == (len(rows), len(columns))
+
+
+def test_curves_say_both_losses_are_label_smoothed(tmp_path, monkeypatch):
+    from vaswani.scripts import plots
+
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    history = [{"step": 25, "loss": 6.0, "learning_rate": 1e-4}, {"step": 50, "eval_loss": 5.5}]
+    plots.plot_curves(history, tmp_path / "curves.png", label_smoothing=0.1)
+    legend = [text.get_text() for text in figures[0].axes[0].get_legend().get_texts()]
+    assert legend == ["training loss (label smoothing 0.1)", "validation loss (label smoothing 0.1)"]
 
 
 def test_attention_plot_script(tiny_job, tmp_path):
