@@ -385,6 +385,9 @@ class ORTModelForSeq2SeqLM(PreTrainedModel, GenerationMixin):
         `kwargs` are transformers' (`num_beams`, `max_new_tokens`, `do_sample`, `logits_processor`, ...), the export's
         generation config (the checkpoint's) by default. Returns the generated ids as the PyTorch model does."""
         config = generation_config or self.generation_config
+        if (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic"):
+            raise ValueError("ONNX Runtime's decoder keeps its past in a dynamic cache: leave `cache_implementation` "
+                             "unset (a static cache and compiled decoding are for the PyTorch model).")  # fmt: skip
         source = inputs if inputs is not None else kwargs.get("input_ids")
         unbounded = all(kwargs.get(key) is None for key in ("max_length", "max_new_tokens"))
         if unbounded and config.max_new_tokens is None and config.max_length is None and source is not None:

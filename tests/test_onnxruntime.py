@@ -272,6 +272,8 @@ def test_an_output_longer_than_the_export_covers_is_refused_before_any_work(int8
         ort_model.generate(**batch, max_new_tokens=40)
     with pytest.raises(ValueError, match=r"covers 24 positions"):
         ort_model.generate(**batch)  # the default bound, input + 50
+    with pytest.raises(ValueError, match=r"dynamic cache: leave `cache_implementation` unset"):
+        ort_model.generate(**batch, max_new_tokens=4, cache_implementation="static")
     monkeypatch.undo()
     with pytest.raises(ValueError, match=r"`output_attentions=True` is not available"):
         ort_model.generate(**batch, max_new_tokens=4, output_attentions=True, return_dict_in_generate=True)
