@@ -606,7 +606,9 @@ def has_repeated_ngram(text: str, n: int = 4, times: int = 3) -> bool:
 def score(hypotheses: list[str], references: list[str]) -> dict:
     """Detokenized corpus BLEU and chrF of `hypotheses` against `references` (one reference per sentence) with
     sacreBLEU's default settings: {"bleu", "chrf", "bleu_signature", "chrf_signature", "bleu_details"}, with the
-    hypothesis/reference length ratio and the share of hypotheses with a 4-gram repeated 3 or more times."""
+    hypothesis/reference length ratio and "looping_share", the share of hypotheses in which some 4-gram occurs 3
+    or more times (`has_repeated_ngram`; "looping" in every table and log; `eval_results.json` files written before
+    2026-12-07 call it "repeated_4gram_share")."""
     import sacrebleu
 
     bleu = sacrebleu.metrics.BLEU()
@@ -617,7 +619,7 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
         "bleu": round(bleu_score.score, 2),
         "chrf": round(chrf_score.score, 2),
         "length_ratio": round(bleu_score.sys_len / max(bleu_score.ref_len, 1), 3),
-        "repeated_4gram_share": round(sum(map(has_repeated_ngram, hypotheses)) / max(len(hypotheses), 1), 4),
+        "looping_share": round(sum(map(has_repeated_ngram, hypotheses)) / max(len(hypotheses), 1), 4),
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
         "bleu_details": str(bleu_score),

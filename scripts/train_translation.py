@@ -387,7 +387,7 @@ def evaluate_and_report(model, tokenizer, data, args, final: Path, extra: dict, 
     write_predictions(args.output_dir / PREDICTIONS_FILE, hypotheses)
     results = {
         **recipe.score(hypotheses, references), "test_sentences": len(sources), "corpus": data.description,
-        "validation": {key: validation[key] for key in ("bleu", "chrf", "length_ratio", "repeated_4gram_share")},
+        "validation": {key: validation[key] for key in ("bleu", "chrf", "length_ratio", "looping_share")},
         "beam": args.beam, "length_penalty": args.length_penalty, "max_output_length": "input + 50",
         "model_type": model.config.model_type, "preset": args.preset,
         "layers": [model.config.encoder_layers, model.config.decoder_layers],
@@ -536,8 +536,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nTest ({results['test_sentences']} sentences, {results['corpus']}), after {results['steps']} steps:")
     print(
         f"BLEU {results['bleu']}  chrF {results['chrf']}  (validation BLEU {results['validation']['bleu']}); "
-        f"length ratio {results['length_ratio']}, outputs with a repeated 4-gram "
-        f"{100 * results['repeated_4gram_share']:.1f}%\n{results['bleu_signature']}\n{results['chrf_signature']}"
+        f"length ratio {results['length_ratio']}, looping {100 * results['looping_share']:.1f}%\n"
+        f"{results['bleu_signature']}\n{results['chrf_signature']}"
     )
     for example in results["examples"][:3]:
         print(f"\n  source:      {example['source']}\n  reference:   {example['reference']}\n"

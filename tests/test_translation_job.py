@@ -197,7 +197,7 @@ def test_tiny_end_to_end_run(tiny_job):
     predictions = (output_dir / "generated_predictions.txt").read_text(encoding="utf-8").split("\n")
     assert len(predictions) == 9 and predictions[-1] == ""
     assert predictions[:5] == [example["translation"] for example in saved["examples"]]
-    assert round(sum(map(recipe.has_repeated_ngram, predictions[:8])) / 8, 4) == saved["repeated_4gram_share"]
+    assert round(sum(map(recipe.has_repeated_ngram, predictions[:8])) / 8, 4) == saved["looping_share"]
     for picture in ("curves.png", "attention/encoder_attention.png", "attention/decoder_attention.png",
                     "attention/cross_attention.png"):  # fmt: skip
         assert (final / picture).stat().st_size > 5000
@@ -526,8 +526,8 @@ def test_compare_marian_alternates_two_seeds_each_and_writes_the_median_table(tm
 def test_compare_marian_verdict_judges_each_part_of_the_target_on_the_medians():
     from vaswani.scripts import compare_marian
 
-    marian = {"steps": 1000, "bleu": 18.0, "repeated_4gram_share": 0.03, "length_ratio": 0.9}
-    good = {"steps": 1200, "bleu": 19.5, "repeated_4gram_share": 0.015, "length_ratio": 1.05}  # each on its bound
+    marian = {"steps": 1000, "bleu": 18.0, "looping_share": 0.03, "length_ratio": 0.9}
+    good = {"steps": 1200, "bleu": 19.5, "looping_share": 0.015, "length_ratio": 1.05}  # each on its bound
     lines = compare_marian.verdict({"vaswani": good, "marian": marian}).splitlines()
     assert lines[0] == "Quality target, on vaswani's medians: **PASS**"
     assert lines[2:] == [
@@ -536,7 +536,7 @@ def test_compare_marian_verdict_judges_each_part_of_the_target_on_the_medians():
         "- looping: 1.5% of outputs (target <= 1.5%): PASS",
         "- length ratio: 1.050 (target 0.95-1.05): PASS",
     ]
-    for key, worse in [("steps", 1199), ("bleu", 19.49), ("repeated_4gram_share", 0.0151), ("length_ratio", 0.949)]:
+    for key, worse in [("steps", 1199), ("bleu", 19.49), ("looping_share", 0.0151), ("length_ratio", 0.949)]:
         lines = compare_marian.verdict({"vaswani": {**good, key: worse}, "marian": marian}).splitlines()
         assert lines[0].endswith("**FAIL**") and [line.endswith(": FAIL") for line in lines[2:]].count(True) == 1
 
@@ -657,3 +657,18 @@ def test_the_jobs_log_is_one_bar_per_phase_and_a_line_per_validation(tmp_path):
     assert not re.search(r"(?:^|\r) *\d+%\|", log, flags=re.M)  # Trainer's evaluation bar has no name
     assert re.findall(r"step (\d+): validation loss \d+\.\d{3}, \d+:\d\d elapsed, \d+:\d\d left", log) == ["2", "4"]
     assert re.search(r"Done in \d+:\d\d: training \d+:\d\d", result.stdout)
+    assert re.search(r"looping \d+\.\d%\n", result.stdout) and "4-gram" not in log  # one name, defined in the docs
+
+
+def test_the_looping_figure_has_one_name_in_the_docs_and_the_tables():
+    """One name, looping (eval_results.json: looping_share), defined once per doc with its "3 or more times"."""
+    from vaswani.scripts import compare_marian
+
+    run = {"bleu": 1.0, "chrf": 2.0, "validation_bleu": 0.5, "steps": 10, "steps_per_second": 1.0,
+           "length_ratio": 1.0, "looping_share": 0.01, "recipe": {"seed": 0}}  # fmt: skip
+    runs = {"vaswani": [run], "marian": [run]}
+    header = compare_marian.table(runs, compare_marian.summary(runs), "").splitlines()[2]
+    assert header.endswith("| length ratio | looping |")
+    for doc in ("README.md", "docs/training.md"):
+        text = (Path(__file__).resolve().parents[1] / doc).read_text(encoding="utf-8")
+        assert text.count("3 or more times") == 1 and "4-gram 3 times" not in text, doc
