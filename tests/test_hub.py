@@ -418,6 +418,10 @@ def test_model_card_metadata_and_text(reference):
                                        "fine_tuned_from": "me/vaswani-en-de"})  # fmt: skip
     assert "| dropout | 0.0 |" in tuned.text and "| precision | fp32 |" in tuned.text
     assert "| fine-tuned from | me/vaswani-en-de |" in tuned.text
+    # The card says what `generate()` does by default: what the checkpoint's generation config says.
+    assert "beam search, 4 beams and length penalty 0.6 (the paper's, Section 6.1)" in card.text
+    model.generation_config.num_beams = 1
+    assert "`generate()` decodes greedily by default" in model_card(model, "me/z").text
 
 
 def test_pipelines_in_process(reference):
