@@ -22,8 +22,8 @@ TASK_OUTPUT_KEYS = {"translation": "translation_text", "text2text-generation": "
 
 class VaswaniTranslationPipeline(Pipeline):
     """Tokenize, `model.generate()`, decode. Generation parameters (`num_beams`, `max_new_tokens`, ...) can be passed
-    at construction or per call; by default the model's generation config applies (the paper's beam 4, length penalty
-    0.6, output length up to input + 50).
+    at construction or per call; by default the model's generation config applies (in the training job's checkpoints,
+    the paper's beam 4 and length penalty 0.6; output length up to input + 50).
 
     Built by `pipeline("translation", model=..., trust_remote_code=True)` or `vaswani.pipeline(...)`; the
     constructor's keyword arguments are those of transformers' `Pipeline` (`model`, `tokenizer`, `task`, `device`,
