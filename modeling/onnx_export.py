@@ -22,8 +22,10 @@ per call): the int8 route that depends neither on `torch.ao.quantization` nor on
 Needs `onnx`, `onnxscript` and, to run, `onnxruntime` (`pip install "vaswani[serve]"`). Part of the plugin.
 """
 
+import contextlib
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -180,7 +182,7 @@ def export_onnx(model_or_path, output_dir, *, tokenizer=None, opset_version: int
     model.eval()
     try:
         positions = cover_positions(model, max_positions)
-        with torch.no_grad():
+        with torch.no_grad(), quiet_exporter():
             export_graphs(model, output_dir, positions, opset_version)
     finally:
         model.train(was_training)
@@ -198,6 +200,26 @@ def export_onnx(model_or_path, output_dir, *, tokenizer=None, opset_version: int
     (output_dir / "ort_config.json").write_text(json.dumps(record, indent=2) + "\n")
     logger.info("Exported %s to %s", ", ".join(GRAPH_FILES), output_dir)
     return output_dir
+
+
+@contextlib.contextmanager
+def quiet_exporter():
+    """torch's exporter without the messages that say nothing about this export: that torchvision's operators are
+    not registered (vaswani has none), the graph optimizer's account of each rewrite (onnxscript, onnx_ir), that
+    pytree's LeafSpec is deprecated, and that two dynamic axes share a name (the batch of two inputs is one batch)."""
+    levels = {"torch.onnx._internal.exporter._registration": logging.ERROR, "onnxscript": logging.WARNING,
+              "onnx_ir": logging.WARNING}  # fmt: skip
+    saved = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used", category=UserWarning)
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 GRAPH_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
@@ -247,8 +269,14 @@ def quantize_int8(output_dir: Path) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as error:
         raise ImportError("int8 quantization needs ONNX Runtime: `pip install 'vaswani[serve]'`.") from error
-    for name in GRAPH_FILES:
-        path = output_dir / name
-        quantized = path.with_suffix(".int8.onnx")
-        quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
-        quantized.replace(path)
+    root = logging.getLogger()  # the quantizer logs every tensor it leaves alone on the root logger
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        for name in GRAPH_FILES:
+            path = output_dir / name
+            quantized = path.with_suffix(".int8.onnx")
+            quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
+            quantized.replace(path)
+    finally:
+        root.setLevel(level)

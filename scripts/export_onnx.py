@@ -22,6 +22,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 import vaswani  # noqa: F401  (registers the model)
 from vaswani.modeling.compat_vaswani import cache_of
 from vaswani.modeling.onnx_export import QUANTIZATIONS, OnnxExportError, export_onnx
+from vaswani.scripts import recipe
 
 logger = logging.getLogger("vaswani.export_onnx")
 CHECK_SENTENCES = ["The house is small.", "This sentence checks that both compute the same logits."]
@@ -70,10 +71,14 @@ def max_logit_differences(model, tokenizer, onnx_dir: Path) -> tuple[float, floa
 
 def run(argv: list[str] | None = None) -> Path:
     """The command with arguments `argv` (default: sys.argv); returns the ONNX model's folder."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    recipe.command_line_logging()
     args = parse_args(argv)
     if args.output_dir.exists() and any(args.output_dir.iterdir()):
         raise SystemExit(f"error: {args.output_dir} is not empty; choose a new output folder")
+    try:
+        recipe.check_model_location(args.model)  # a mistyped folder: one line, not transformers' Hub-id error
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     model = AutoModelForSeq2SeqLM.from_pretrained(args.model, attn_implementation="sdpa").eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     try:

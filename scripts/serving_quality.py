@@ -109,7 +109,7 @@ def in_own_process(function, *args):
 
 def run(argv: list[str] | None = None) -> str:
     """The command with arguments `argv` (default: sys.argv); returns the table."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    recipe.command_line_logging()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     args = parse_args(argv)
     try:  # the model first: a mistyped path is refused before the corpus is read
