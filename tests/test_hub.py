@@ -329,7 +329,8 @@ ONNX_RUNTIME = """
     import vaswani
     from transformers import AutoTokenizer
     from vaswani import ORTModelForSeq2SeqLM
-    exported = ORTModelForSeq2SeqLM.from_pretrained(args["repo"], export=True)  # a PyTorch checkpoint on the Hub
+    # A PyTorch checkpoint on the Hub, at the commit of the reference's push (a later test pushes more to it).
+    exported = ORTModelForSeq2SeqLM.from_pretrained(args["repo"], export=True, revision=args["revision"])
     exported.push_to_hub(args["onnx_repo"])
     model = ORTModelForSeq2SeqLM.from_pretrained(args["onnx_repo"])  # the export, pulled by a fresh cache
     tokenizer = AutoTokenizer.from_pretrained(args["onnx_repo"])
@@ -343,7 +344,8 @@ def test_onnx_runtime_exports_from_the_hub_pushes_and_pulls(hub, pushed, expecte
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     onnx_repo = hub.repo("onnx")
-    result = client(hub, tmp_path, ONNX_RUNTIME, repo=pushed["repo"], onnx_repo=onnx_repo, sentences=SENTENCES)
+    result = client(hub, tmp_path, ONNX_RUNTIME, repo=pushed["repo"], revision=pushed["sha"], onnx_repo=onnx_repo,
+                    sentences=SENTENCES)  # fmt: skip
     assert result["greedy"] == expected["greedy"] and result["beam"] == expected["beam"]
     files = set(hub.api.list_repo_files(onnx_repo))
     assert {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "tokenizer.json"} <= files
