@@ -1121,11 +1121,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         ones (computed from its source, which generate repeats once per beam), and beams never move to another
         sentence, so picking them would copy each row onto an equal one. That copy was two thirds of the reordering
         and 5-8% of a beam-search step (docs/performance.md)."""
-        if isinstance(cache, EncoderDecoderCache):
-            cache.self_attention_cache.reorder_cache(beam_idx)
-        else:
-            cache.reorder_cache(beam_idx)
-        return cache
+        return reorder_self_attention(cache, beam_idx)
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, *args, **kwargs):
         """`GenerationMixin.generate`, with the paper's output-length rule as the default (Section 6.1).
@@ -1139,18 +1135,8 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         + 50. Returns the generated ids, (B * num_return_sequences, <= S + 51),
         starting with the decoder start token `<s>`.
         """
+        generation_config = bound_output_length(inputs, generation_config, self.generation_config, kwargs)
         config = generation_config or self.generation_config
-        unbounded = all(kwargs.get(key) is None for key in ("max_length", "max_new_tokens"))
-        if unbounded and config.max_new_tokens is None and config.max_length is None:
-            source = next((x for x in (inputs, kwargs.get("input_ids"), kwargs.get("inputs_embeds")) if x is not None),
-                          None)  # fmt: skip
-            if source is not None:  # (B, S) ids or (B, S, d_model) embeddings
-                bound = source.shape[1] + MAX_OUTPUT_LENGTH_OFFSET
-                if generation_config is None:
-                    kwargs["max_new_tokens"] = bound
-                else:  # into a copy of the caller's config: transformers warns of a config and arguments together
-                    generation_config = config = copy.deepcopy(generation_config)
-                    config.max_new_tokens = bound
         if (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic"):
             self.cover_decoder_positions(config, kwargs)
         if self.dtype == torch.bfloat16 and self.device.type == "cpu" and cpu_lacks_bf16():
@@ -1165,14 +1151,51 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         """A static cache (`cache_implementation="static"`, what compiled decoding uses) holds every position up to
         the output's maximum length, and compiled steps cannot grow the sinusoid table: extend it now, or refuse
         learned positions that stop short, before any decoding work."""
-        max_new_tokens = kwargs.get("max_new_tokens") or config.max_new_tokens
-        start = kwargs.get("decoder_input_ids")
-        if max_new_tokens is not None:
-            length = max_new_tokens + (start.shape[-1] if start is not None else 1)
-        else:
-            length = kwargs.get("max_length") or config.max_length
+        length = output_length(config, kwargs)
         if length is not None:
             self.model.decoder.embed_positions.cover_positions(length)
+
+
+def reorder_self_attention(cache: Cache, beam_idx: torch.Tensor) -> Cache:
+    """Beam search's reordering of a decoder's past (`_reorder_cache`): the self-attention keys and values follow the
+    beams kept, (B * beams, h, past, d_k) rows picked by `beam_idx`; the encoder-decoder ones stay (every beam of a
+    sentence has the same, and beams never move to another sentence)."""
+    if isinstance(cache, EncoderDecoderCache):
+        cache.self_attention_cache.reorder_cache(beam_idx)
+    else:
+        cache.reorder_cache(beam_idx)
+    return cache
+
+
+def bound_output_length(inputs, generation_config, default_config, kwargs: dict):
+    """The paper's output bound (Section 6.1), input length + 50 new tokens, where neither the call (`kwargs`) nor
+    the generation config in use bounds the length. Sets it in `kwargs`, or, when the caller passed a
+    `generation_config`, in a copy of it (transformers warns of a config and arguments together); returns the
+    generation config to pass on (None where none was given)."""
+    config = generation_config or default_config
+    unbounded = all(kwargs.get(key) is None for key in ("max_length", "max_new_tokens"))
+    if not unbounded or config.max_new_tokens is not None or config.max_length is not None:
+        return generation_config
+    source = next((x for x in (inputs, kwargs.get("input_ids"), kwargs.get("inputs_embeds")) if x is not None), None)
+    if source is None:
+        return generation_config
+    bound = source.shape[1] + MAX_OUTPUT_LENGTH_OFFSET  # (B, S) ids or (B, S, d_model) embeddings
+    if generation_config is None:
+        kwargs["max_new_tokens"] = bound
+        return None
+    generation_config = copy.deepcopy(generation_config)
+    generation_config.max_new_tokens = bound
+    return generation_config
+
+
+def output_length(config, kwargs: dict) -> int | None:
+    """The most target positions `generate` will fill, the decoder's start included, from the call's `kwargs` and
+    the generation config `config` (None: unbounded)."""
+    max_new_tokens = kwargs.get("max_new_tokens") or config.max_new_tokens
+    if max_new_tokens is None:
+        return kwargs.get("max_length") or config.max_length
+    start = kwargs.get("decoder_input_ids")
+    return max_new_tokens + (start.shape[-1] if start is not None else 1)
 
 
 __all__ = ["VaswaniForConditionalGeneration", "VaswaniModel", "VaswaniPreTrainedModel"]

@@ -42,7 +42,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from vaswani.configuration import VaswaniConfig
 from vaswani.modeling.compat_vaswani import accepts_past_key_values, with_cache
-from vaswani.modeling.modeling_vaswani import MAX_OUTPUT_LENGTH_OFFSET
+from vaswani.modeling.modeling_vaswani import bound_output_length, output_length, reorder_self_attention
 from vaswani.modeling.onnx_export import GRAPH_FILES, past_names
 
 logger = logging.getLogger(__name__)
@@ -171,9 +171,7 @@ class ORTModelForSeq2SeqLM(PreTrainedModel, GenerationMixin):
         self.max_positions = self.ort_config.get("max_positions", config.max_position_embeddings)
         if generation_config is not None:
             self.generation_config = generation_config
-        layers = config.decoder_layers
-        self.present_names = past_names("present", layers)
-        self.past_input_names = past_names("past_key_values", layers)
+        self.past_input_names = past_names("past_key_values", config.decoder_layers)
         self.post_init()
 
     # ---- what transformers reads off a model ------------------------------------------------------------------
@@ -369,35 +367,26 @@ class ORTModelForSeq2SeqLM(PreTrainedModel, GenerationMixin):
             )
 
     def _reorder_cache(self, cache: Cache, beam_idx: torch.Tensor) -> Cache:
-        """Beam search's cache update: the self-attention past follows the beams kept; the encoder-decoder past is the
-        same for every beam of a sentence and stays (as `VaswaniForConditionalGeneration._reorder_cache`)."""
-        if isinstance(cache, EncoderDecoderCache):
-            cache.self_attention_cache.reorder_cache(beam_idx)
-        else:
-            cache.reorder_cache(beam_idx)
-        return cache
+        """Beam search's cache update, as the PyTorch model's: the self-attention past follows the beams kept."""
+        return reorder_self_attention(cache, beam_idx)
 
-    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, *args, **kwargs):
         """transformers' `generate`, with the PyTorch model's output bound (input length + 50 where nothing else
-        bounds it) and the export's positions checked before any work.
+        bounds it, `bound_output_length`) and the export's positions checked before any work.
 
-        `inputs` (or `input_ids=`) are the source ids, (B, S), with their `attention_mask`; `generation_config` and
-        `kwargs` are transformers' (`num_beams`, `max_new_tokens`, `do_sample`, `logits_processor`, ...), the export's
-        generation config (the checkpoint's) by default. Returns the generated ids as the PyTorch model does."""
+        `inputs` (or `input_ids=`) are the source ids, (B, S), with their `attention_mask`; `generation_config`,
+        `args` and `kwargs` are transformers' (`num_beams`, `max_new_tokens`, `do_sample`, `logits_processor`, ...),
+        the export's generation config (the checkpoint's) by default. Returns the generated ids as the PyTorch model
+        does."""
+        generation_config = bound_output_length(inputs, generation_config, self.generation_config, kwargs)
         config = generation_config or self.generation_config
         if (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic"):
             raise ValueError("ONNX Runtime's decoder keeps its past in a dynamic cache: leave `cache_implementation` "
                              "unset (a static cache and compiled decoding are for the PyTorch model).")  # fmt: skip
         source = inputs if inputs is not None else kwargs.get("input_ids")
-        unbounded = all(kwargs.get(key) is None for key in ("max_length", "max_new_tokens"))
-        if unbounded and config.max_new_tokens is None and config.max_length is None and source is not None:
-            kwargs["max_new_tokens"] = source.shape[-1] + MAX_OUTPUT_LENGTH_OFFSET
         if source is not None:
-            start = kwargs.get("decoder_input_ids")
-            new = kwargs.get("max_new_tokens") or config.max_new_tokens
-            length = new + (start.shape[-1] if start is not None else 1) if new else (kwargs.get("max_length") or config.max_length)
-            self.check_positions(length or 0, source.shape[-1])
-        return super().generate(inputs, generation_config=generation_config, **kwargs)
+            self.check_positions(output_length(config, kwargs) or 0, source.shape[-1])
+        return super().generate(inputs, generation_config, *args, **kwargs)
 
 
 def past_tensors(cache: EncoderDecoderCache) -> list[torch.Tensor]:
