@@ -25,6 +25,7 @@ Needs `onnx`, `onnxscript` and, to run, `onnxruntime` (`pip install "vaswani[ser
 import contextlib
 import json
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -266,6 +267,17 @@ def export_graphs(model, output_dir: Path, positions: int, opset_version: int | 
         output_names=["logits", *past_names("present", layers, ("decoder",))],
         dynamic_shapes=({0: batch}, {0: batch, 1: source}, past_shapes), **options,
     )  # fmt: skip
+
+
+def quantized_copy(folder: Path, destination: Path) -> Path:
+    """A copy of the float32 export in `folder` at `destination`, its graphs quantized to int8 and its
+    `ort_config.json` saying so: the int8 export of the same model without exporting it again."""
+    shutil.copytree(folder, destination)
+    quantize_int8(destination)
+    record_path = destination / "ort_config.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "quantization": "int8"}, indent=2) + "\n")
+    return destination
 
 
 def quantize_int8(output_dir: Path) -> None:

@@ -344,17 +344,14 @@ def ctranslate2_model(model, work_dir: Path) -> tuple[Path, list[str]]:
 def onnxruntime_models(model, work_dir: Path, threads: list[int], int8: bool = True) -> dict:
     """vaswani's model exported (`vaswani.export_onnx`) in float32 and int8 (ONNX Runtime's dynamic quantization),
     each as an `ORTModelForSeq2SeqLM` per thread count (`intra_op_num_threads`): the paths by name."""
-    import shutil
-
-    from vaswani.modeling.onnx_export import export_onnx, quantize_int8
+    from vaswani.modeling.onnx_export import export_onnx, quantized_copy
     from vaswani.modeling.onnxruntime_vaswani import ORTModelForSeq2SeqLM, import_onnxruntime, session_options
 
     import_onnxruntime()  # an ImportError before the export's work
 
     exports = {"float32": export_onnx(model, work_dir / "onnx")}
     if int8:
-        exports["int8"] = Path(shutil.copytree(exports["float32"], work_dir / "onnx-int8"))
-        quantize_int8(exports["int8"])
+        exports["int8"] = quantized_copy(exports["float32"], work_dir / "onnx-int8")
     paths = {}
     for (precision, folder), count in itertools.product(exports.items(), threads):
         name = f"ONNX Runtime {precision}, {count} thread{'s' if count > 1 else ''}"

@@ -77,14 +77,11 @@ def ctranslate2_translate(folder: str, compute_type: str, threads: int, batches)
 def onnxruntime_paths(model, tokenizer, work_dir: Path, threads: int, translate) -> dict:
     """ONNX Runtime behind the same `generate()`: the model exported in float32 and int8 (ONNX Runtime's dynamic
     quantization), each run through `translate(ort_model)`. Exported before any row is timed."""
-    import shutil
-
-    from vaswani.modeling.onnx_export import export_onnx, quantize_int8
+    from vaswani.modeling.onnx_export import export_onnx, quantized_copy
 
     logger.info("exporting to ONNX (float32 and int8)")
     float32 = export_onnx(model, work_dir / "onnx", tokenizer=tokenizer)
-    int8_folder = Path(shutil.copytree(float32, work_dir / "onnx-int8"))
-    quantize_int8(int8_folder)
+    int8_folder = quantized_copy(float32, work_dir / "onnx-int8")
     return {
         f"ONNX Runtime {precision}": functools.partial(translate, onnxruntime_model(folder, threads))
         for precision, folder in (("float32", float32), ("int8", int8_folder))

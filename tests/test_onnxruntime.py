@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import random_batch, tiny_model
+from conftest import learn_pairs, random_batch, tiny_model
 from transformers import (
     AutoModelForSeq2SeqLM,
     LogitsProcessorList,
@@ -33,27 +33,16 @@ PAIRS = [("the house is small", "das Haus ist klein"), ("the book is good", "das
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return vaswani.VaswaniTokenizer.train([t for pair in PAIRS for t in pair] * 8, vocab_size=300, show_progress=False)
+def checkpoint(tmp_path_factory):
+    """A tiny model that has learned the four pairs, saved with its tokenizer (real tokens, real end of sentence)."""
+    folder = tmp_path_factory.mktemp("checkpoint")
+    learn_pairs(PAIRS, folder)
+    return folder
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tokenizer, tmp_path_factory):
-    """A tiny model that has learned the four pairs, saved with its tokenizer (real tokens, real end of sentence)."""
-    torch.manual_seed(0)
-    config = vaswani.VaswaniConfig.from_preset("tiny", vocab_size=len(tokenizer), dropout=0.0)
-    model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation="sdpa")
-    batch = tokenizer([s for s, _ in PAIRS], text_target=[t for _, t in PAIRS], return_tensors="pt", padding=True)
-    batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    folder = tmp_path_factory.mktemp("checkpoint")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+def tokenizer(checkpoint):
+    return vaswani.VaswaniTokenizer.from_pretrained(checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +217,19 @@ def test_int8_export_is_quantized_and_decodes_the_learned_pairs(int8_export, che
     batch = tokenizer([s for s, _ in PAIRS], return_tensors="pt", padding=True)
     texts = tokenizer.batch_decode(ort_model.generate(**batch, max_new_tokens=12), skip_special_tokens=True)
     assert [text.strip() for text in texts] == [t for _, t in PAIRS]
+
+
+def test_a_quantized_copy_of_an_export_says_it_is_int8(random_export, tmp_path):
+    import onnx
+
+    from vaswani.modeling.onnx_export import quantized_copy
+
+    _, _, folder = random_export
+    copy = quantized_copy(folder, tmp_path / "int8")
+    assert json.loads((copy / "ort_config.json").read_text())["quantization"] == "int8"
+    assert json.loads((folder / "ort_config.json").read_text())["quantization"] is None  # the float32 one unchanged
+    graph = onnx.load(copy / "decoder_with_past_model.onnx").graph
+    assert {node.op_type for node in graph.node} & {"MatMulInteger", "DynamicQuantizeMatMul"}
 
 
 def test_a_converted_marian_model_exports_and_decodes_the_same(tmp_path):
