@@ -28,6 +28,27 @@ def random_batch(batch_size: int = 3, length: int = 9, vocab_size: int = 128, se
     return input_ids, attention_mask
 
 
+def learn_pairs(pairs: list[tuple[str, str]], folder, **overrides):
+    """A tiny model (SDPA, no dropout, `overrides` on the config) that has learned `pairs` by heart (150 Adam steps,
+    seed 0), saved with its tokenizer into `folder`: outputs that are real tokens and end. Returns the model (in
+    eval mode) and the tokenizer."""
+    tokenizer = vaswani.VaswaniTokenizer.train([t for pair in pairs for t in pair] * 8, vocab_size=300,
+                                               show_progress=False)  # fmt: skip
+    torch.manual_seed(0)
+    config = vaswani.VaswaniConfig.from_preset("tiny", vocab_size=len(tokenizer), dropout=0.0, **overrides)
+    model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation="sdpa")
+    batch = tokenizer([s for s, _ in pairs], text_target=[t for _, t in pairs], return_tensors="pt", padding=True)
+    batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100  # no loss on padding
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model, tokenizer
+
+
 @pytest.fixture
 def model():
     return tiny_model()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import learn_pairs
 from hub_server import HubServer
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM
@@ -36,20 +37,7 @@ TINY_RUN = ["--preset", "tiny", "--max-train-pairs", "300", "--max-eval-pairs", 
 
 def train_checkpoint(folder: Path, **overrides) -> Path:
     """A tiny model that has learned PAIRS, saved with its tokenizer into `folder`."""
-    tokenizer = vaswani.VaswaniTokenizer.train([t for pair in PAIRS for t in pair] * 8, vocab_size=300,
-                                               show_progress=False)  # fmt: skip
-    torch.manual_seed(0)
-    config = vaswani.VaswaniConfig.from_preset("tiny", vocab_size=len(tokenizer), dropout=0.0, **overrides)
-    model = AutoModelForSeq2SeqLM.from_config(config)
-    batch = tokenizer([s for s, _ in PAIRS], text_target=[t for _, t in PAIRS], return_tensors="pt", padding=True)
-    batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    learn_pairs(PAIRS, folder, **overrides)
     return folder
 
 

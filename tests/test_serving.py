@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from conftest import random_batch, tiny_model
+from conftest import learn_pairs, random_batch, tiny_model
 from torch import nn
 from transformers import (
     AutoModelForSeq2SeqLM,
@@ -32,19 +32,8 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def trained(tokenizer, tmp_path_factory):
     """A tiny model that has learned the four pairs, saved with its tokenizer: outputs that are real tokens."""
-    torch.manual_seed(0)
-    config = vaswani.VaswaniConfig.from_preset("tiny", vocab_size=len(tokenizer), dropout=0.0)
-    model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation="sdpa")
-    batch = tokenizer([s for s, _ in PAIRS], text_target=[t for _, t in PAIRS], return_tensors="pt", padding=True)
-    batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
     folder = tmp_path_factory.mktemp("trained")
-    model.eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    model, _ = learn_pairs(PAIRS, folder)  # its tokenizer is the `tokenizer` fixture's, trained alike
     return model, folder
 
 
