@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from vaswani.configuration.configuration_vaswani import VaswaniConfig
-from vaswani.modeling.modeling_vaswani import VaswaniPreTrainedModel, checkpoint_code_files, translation_pipelines
+from vaswani.modeling.checkpoint_vaswani import checkpoint_code_files, translation_pipelines
+from vaswani.modeling.modeling_vaswani import VaswaniPreTrainedModel
 from vaswani.tokenization import tokenization_vaswani
 
 COMMIT_MESSAGE = "Refresh the vaswani code files (works with transformers 5.24 and newer)"

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import ProgressCallback, Seq2SeqTrainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from vaswani.modeling.modeling_vaswani import DamagedWeightsError
+from vaswani.modeling.checkpoint_vaswani import DamagedWeightsError
 from vaswani.modeling.pipeline_vaswani import is_onnx_export
 
 logger = logging.getLogger(__name__)

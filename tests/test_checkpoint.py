@@ -51,7 +51,8 @@ def test_checkpoint_is_self_contained(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     files = set(os.listdir(tmp_path))
     assert {"config.json", "generation_config.json", "model.safetensors"} <= files
-    assert {"configuration_vaswani.py", "modeling_vaswani.py", "compat_vaswani.py", "kernels_vaswani.py"} <= files
+    assert {"configuration_vaswani.py", "modeling_vaswani.py", "checkpoint_vaswani.py", "compat_vaswani.py",
+            "kernels_vaswani.py"} <= files  # fmt: skip
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"] == {
@@ -117,6 +118,7 @@ def test_fresh_process_loads_with_trust_remote_code_without_vaswani(tmp_path):
     code = {
         "modeling_vaswani.py",
         "configuration_vaswani.py",
+        "checkpoint_vaswani.py",
         "compat_vaswani.py",
         "kernels_vaswani.py",
         "pipeline_vaswani.py",

@@ -31,13 +31,13 @@ from transformers.utils import is_kernels_available
 
 import vaswani
 from vaswani.modeling import compat_vaswani as compat
+from vaswani.modeling.checkpoint_vaswani import checkpoint_code_files
 from vaswani.modeling.modeling_vaswani import (
     VaswaniDecoder,
     VaswaniEncoder,
     VaswaniForConditionalGeneration,
     VaswaniModel,
     VaswaniPreTrainedModel,
-    checkpoint_code_files,
 )
 from vaswani.scripts import refresh_checkpoint
 
