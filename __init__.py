@@ -41,13 +41,28 @@ def _check_transformers_version() -> None:
 
 _check_transformers_version()
 
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 
 # Absolute imports on purpose: pytest imports this file once more under the checkout's folder name (the repository
 # root is the package), and absolute imports make that second import reuse the same classes.
 from vaswani.configuration import PRESETS, VaswaniConfig  # noqa: E402
 from vaswani.modeling import (  # noqa: E402
+    VaswaniDecoderModel,
+    VaswaniEncoderModel,
+    VaswaniForCausalLM,
     VaswaniForConditionalGeneration,
+    VaswaniForMaskedLM,
+    VaswaniForSequenceClassification,
+    VaswaniForTokenClassification,
     VaswaniModel,
     VaswaniPreTrainedModel,
     VaswaniTranslationPipeline,
@@ -64,13 +79,25 @@ __version__ = "0.5.0"
 AutoConfig.register(VaswaniConfig.model_type, VaswaniConfig, exist_ok=True)
 AutoModel.register(VaswaniConfig, VaswaniModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(VaswaniConfig, VaswaniForConditionalGeneration, exist_ok=True)
+# The same blocks as a GPT-style decoder and a BERT-style encoder (the encoder model itself is `VaswaniEncoderModel`,
+# not AutoModel: one config class has one AutoModel, the translation model's).
+AutoModelForCausalLM.register(VaswaniConfig, VaswaniForCausalLM, exist_ok=True)
+AutoModelForMaskedLM.register(VaswaniConfig, VaswaniForMaskedLM, exist_ok=True)
+AutoModelForSequenceClassification.register(VaswaniConfig, VaswaniForSequenceClassification, exist_ok=True)
+AutoModelForTokenClassification.register(VaswaniConfig, VaswaniForTokenClassification, exist_ok=True)
 AutoTokenizer.register(VaswaniConfig, fast_tokenizer_class=VaswaniTokenizer, exist_ok=True)
 
 __all__ = [
     "ORTModelForSeq2SeqLM",
     "PRESETS",
     "VaswaniConfig",
+    "VaswaniDecoderModel",
+    "VaswaniEncoderModel",
+    "VaswaniForCausalLM",
     "VaswaniForConditionalGeneration",
+    "VaswaniForMaskedLM",
+    "VaswaniForSequenceClassification",
+    "VaswaniForTokenClassification",
     "VaswaniModel",
     "VaswaniPreTrainedModel",
     "VaswaniTokenizer",

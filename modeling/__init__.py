@@ -1,5 +1,11 @@
 from .modeling_vaswani import (
+    VaswaniDecoderModel,
+    VaswaniEncoderModel,
+    VaswaniForCausalLM,
     VaswaniForConditionalGeneration,
+    VaswaniForMaskedLM,
+    VaswaniForSequenceClassification,
+    VaswaniForTokenClassification,
     VaswaniModel,
     VaswaniPreTrainedModel,
     paper_generation_config,
@@ -9,7 +15,13 @@ from .modeling_vaswani import (
 from .pipeline_vaswani import VaswaniTranslationPipeline, pipeline
 
 __all__ = [
+    "VaswaniDecoderModel",
+    "VaswaniEncoderModel",
+    "VaswaniForCausalLM",
     "VaswaniForConditionalGeneration",
+    "VaswaniForMaskedLM",
+    "VaswaniForSequenceClassification",
+    "VaswaniForTokenClassification",
     "VaswaniModel",
     "VaswaniPreTrainedModel",
     "VaswaniTranslationPipeline",

@@ -27,9 +27,14 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
+    BaseModelOutputWithPast,
     BaseModelOutputWithPastAndCrossAttentions,
+    CausalLMOutputWithPast,
+    MaskedLMOutput,
     Seq2SeqLMOutput,
     Seq2SeqModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple, is_torchdynamo_compiling, logging
@@ -177,7 +182,13 @@ class SinusoidalPositionalEncoding(nn.Module):
         # Not persistent: it is a function of the config, rebuilt by `_init_weights` after loading.
         self.register_buffer("table", sinusoid_table(num_positions, d_model), persistent=False)
 
-    def forward(self, past_length: int | torch.Tensor, length: int) -> torch.Tensor:
+    def forward(
+        self, past_length: int | torch.Tensor, length: int, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if position_ids is not None:  # (B, T): each row's own positions (a left-padded prompt starts at its first token)
+            if not is_torchdynamo_compiling():
+                self.cover_positions(int(position_ids.max()) + 1)
+            return self.table[position_ids]  # (B, T, d_model)
         if is_torchdynamo_compiling():
             # Traced, the past length is a tensor (a static cache's count) or a symbolic size (an exported graph's
             # dynamic past): index the table with it, so that one graph serves every length. `generate` made the
@@ -197,7 +208,13 @@ class SinusoidalPositionalEncoding(nn.Module):
 class LearnedPositionalEmbedding(nn.Embedding):
     """Learned positions, Table 3 row (E): a deviation, limited to `max_position_embeddings` positions."""
 
-    def forward(self, past_length: int | torch.Tensor, length: int) -> torch.Tensor:
+    def forward(
+        self, past_length: int | torch.Tensor, length: int, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if position_ids is not None:  # (B, T): each row's own positions
+            if not is_torchdynamo_compiling():
+                self.cover_positions(int(position_ids.max()) + 1)
+            return self.weight[position_ids]  # (B, T, d_model)
         if is_torchdynamo_compiling():
             # A static cache's tensor count or an export's symbolic size; `generate` checked the length before
             # compiling (`cover_positions`).
@@ -299,7 +316,7 @@ class VaswaniMultiHeadAttention(nn.Module):
         return x.view(B, T, self.h, self.d_k).transpose(1, 2)  # (B, h, T, d_k)
 
     def project_key_value(
-        self, source: torch.Tensor, cache: EncoderDecoderCache | None
+        self, source: torch.Tensor, cache: Cache | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V for this layer, (B, h, L, d_k) each, reusing and filling the cache where one is given."""
         if cache is None:
@@ -309,8 +326,8 @@ class VaswaniMultiHeadAttention(nn.Module):
             if cache.is_updated.get(self.layer_idx):  # the encoder output does not change while decoding
                 return layer_cache.layers[self.layer_idx].keys, layer_cache.layers[self.layer_idx].values
             cache.is_updated[self.layer_idx] = True
-        else:
-            layer_cache = cache.self_attention_cache
+        else:  # the decoder-only model's cache holds self-attention alone
+            layer_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         k, v = self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source))
         return layer_cache.update(k, v, self.layer_idx)  # self-attention: (B, h, past + T, d_k)
 
@@ -319,7 +336,7 @@ class VaswaniMultiHeadAttention(nn.Module):
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        cache: EncoderDecoderCache | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, _ = hidden_states.shape
@@ -402,15 +419,20 @@ class VaswaniEncoderLayer(GradientCheckpointingLayer):
 
 
 class VaswaniDecoderLayer(GradientCheckpointingLayer):
-    """Masked self-attention, encoder-decoder attention, then the feed-forward network. Section 3.1."""
+    """Masked self-attention, encoder-decoder attention, then the feed-forward network. Section 3.1.
 
-    def __init__(self, config: VaswaniConfig, layer_idx: int | None = None):
+    Without an encoder (`cross_attention=False`, the decoder-only model) the layer has no encoder-decoder attention
+    and no weights for it: GPT's block, in the paper's wiring."""
+
+    def __init__(self, config: VaswaniConfig, layer_idx: int | None = None, cross_attention: bool = True):
         super().__init__()
         heads = config.decoder_attention_heads
         self.self_attn = VaswaniMultiHeadAttention(config, heads, layer_idx, is_causal=True)
         self.self_attn_sublayer = ResidualSublayer(config)
-        self.encoder_attn = VaswaniMultiHeadAttention(config, heads, layer_idx, is_cross_attention=True)
-        self.encoder_attn_sublayer = ResidualSublayer(config)
+        self.encoder_attn = self.encoder_attn_sublayer = None
+        if cross_attention:
+            self.encoder_attn = VaswaniMultiHeadAttention(config, heads, layer_idx, is_cross_attention=True)
+            self.encoder_attn_sublayer = ResidualSublayer(config)
         self.feed_forward = PositionwiseFeedForward(config, config.decoder_ffn_dim)
         self.feed_forward_sublayer = ResidualSublayer(config)
 
@@ -420,12 +442,14 @@ class VaswaniDecoderLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        cache: EncoderDecoderCache | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         hidden_states = self.self_attn_sublayer(
             hidden_states, lambda x: self.self_attn(x, attention_mask=attention_mask, cache=cache, **kwargs)[0]
         )
+        if self.encoder_attn is None:  # decoder-only
+            return self.feed_forward_sublayer(hidden_states, self.feed_forward)  # (B, T, d_model)
         hidden_states = self.encoder_attn_sublayer(
             hidden_states,
             lambda x: self.encoder_attn(
@@ -464,12 +488,20 @@ class VaswaniPreTrainedModel(PreTrainedModel):
     # torch.compile: input checks, which read tensor values on the host, are skipped while compiling (eager calls
     # check); a static cache's positions are tensors (`SinusoidalPositionalEncoding.forward`).
     _can_compile_fullgraph = True
-    # Classes published in `auto_map` of every saved config (see `save_pretrained`).
+    # Classes published in `auto_map` of every saved config (see `save_pretrained`): every shape, so that any
+    # checkpoint loads into any of them as remote code; `AutoModel` is the saved model's own base (`_base_model_class`).
     _auto_map = {
         "AutoConfig": "configuration_vaswani.VaswaniConfig",
         "AutoModel": "modeling_vaswani.VaswaniModel",
         "AutoModelForSeq2SeqLM": "modeling_vaswani.VaswaniForConditionalGeneration",
+        "AutoModelForCausalLM": "modeling_vaswani.VaswaniForCausalLM",
+        "AutoModelForMaskedLM": "modeling_vaswani.VaswaniForMaskedLM",
+        "AutoModelForSequenceClassification": "modeling_vaswani.VaswaniForSequenceClassification",
+        "AutoModelForTokenClassification": "modeling_vaswani.VaswaniForTokenClassification",
     }
+    _base_model_class = "VaswaniModel"
+    # Base models: their stacks' token embeddings are one matrix (`shared`) whatever `tie_word_embeddings` says.
+    _embeddings_always_tied = False
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -507,6 +539,13 @@ class VaswaniPreTrainedModel(PreTrainedModel):
             # A non-persistent buffer: `from_pretrained` builds on the meta device, so rebuild it here.
             init.copy_(module.table, sinusoid_table(module.table.shape[0], module.d_model))
 
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        """In a base model, source and target embeddings (`shared`) are always one matrix; `tie_word_embeddings`
+        governs only a head's output projection (transformers would otherwise switch off every tie with it)."""
+        if self._embeddings_always_tied and not all_submodels:
+            return dict(self._tied_weights_keys)
+        return super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves weights (safetensors), config and generation config into `save_directory`, plus the code files
         (`checkpoint_code_files`) and `auto_map`, so that the folder loads with `trust_remote_code=True` where
@@ -519,8 +558,12 @@ class VaswaniPreTrainedModel(PreTrainedModel):
         then renamed into place, so a full disk, a read-only folder or a killed process leaves the checkpoint that
         was there loadable, and an OSError says so.
         """
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self._auto_map}
-        self.config.custom_pipelines = translation_pipelines()
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self._auto_map,
+                                "AutoModel": f"modeling_vaswani.{self._base_model_class}"}  # fmt: skip
+        if self.config.is_encoder_decoder:
+            self.config.custom_pipelines = translation_pipelines()
+        elif hasattr(self.config, "custom_pipelines"):  # a translation checkpoint's config, loaded into another shape
+            del self.config.custom_pipelines
         if not kwargs.get("is_main_process", True):
             return super().save_pretrained(save_directory, *args, **kwargs)
 
@@ -547,19 +590,36 @@ class VaswaniPreTrainedModel(PreTrainedModel):
         return url
 
 
+def shaped(config: VaswaniConfig, is_encoder_decoder: bool) -> VaswaniConfig:
+    """The config for one of the three shapes: one `VaswaniConfig` describes them all, and `is_encoder_decoder`
+    (read by transformers' generate, Trainer and pipelines) says which one a model is. A copy where it differs (as
+    BartForCausalLM does): the translation checkpoint's config stays a translation config."""
+    if config.is_encoder_decoder == is_encoder_decoder:
+        return config
+    config = copy.deepcopy(config)
+    config.is_encoder_decoder = is_encoder_decoder
+    return config
+
+
 def embed(
-    inputs_embeds: torch.Tensor, positions: nn.Module, past_length: int, config: VaswaniConfig, training: bool
+    inputs_embeds: torch.Tensor,
+    positions: nn.Module,
+    past_length: int,
+    config: VaswaniConfig,
+    training: bool,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Token embeddings times sqrt(d_model) (Section 3.4) plus positional encodings (Section 3.5), then dropout
     on the sum (Section 5.4).
 
     `inputs_embeds` (B, T, d_model) are the embedding matrix's rows, what `get_input_embeddings()(input_ids)`
     returns: the lookup is the caller's, so that embeddings given in place of ids (`inputs_embeds`, PEFT's prompt
-    tuning) are scaled and positioned exactly as looked-up ones."""
+    tuning) are scaled and positioned exactly as looked-up ones. Positions are `past_length`, `past_length` + 1, ...
+    for every row, or each row's own `position_ids` (B, T)."""
     x = inputs_embeds
     if config.scale_embedding:
         x = x * math.sqrt(config.d_model)
-    x = x + positions(past_length, x.shape[1]).to(x.dtype)  # (T, d_model) broadcasts over B
+    x = x + positions(past_length, x.shape[1], position_ids).to(x.dtype)  # (T, d_model) broadcasts over B, or (B, T, d_model)
     return dropout(x, config.dropout, training)
 
 
@@ -633,7 +693,10 @@ class VaswaniEncoder(VaswaniPreTrainedModel):
 
 
 class VaswaniDecoder(VaswaniPreTrainedModel):
-    """N identical layers of masked self-attention, encoder-decoder attention and feed-forward. Section 3.1."""
+    """N identical layers of masked self-attention, encoder-decoder attention and feed-forward. Section 3.1.
+
+    With `config.is_encoder_decoder` False (the decoder-only model, GPT's shape) the layers have no encoder-decoder
+    attention, and the cache holds self-attention alone."""
 
     _can_record_outputs = {
         "hidden_states": VaswaniDecoderLayer,
@@ -645,7 +708,10 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.decoder_vocabulary, config.d_model, config.pad_token_id)
         self.embed_positions = positional_encoding(config)
-        self.layers = nn.ModuleList([VaswaniDecoderLayer(config, i) for i in range(config.decoder_layers)])
+        self.has_encoder = config.is_encoder_decoder
+        self.layers = nn.ModuleList(
+            [VaswaniDecoderLayer(config, i, cross_attention=self.has_encoder) for i in range(config.decoder_layers)]
+        )
         self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.pre_layer_norm else None
         self.post_init()
 
@@ -661,39 +727,41 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        position_ids: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         r"""`input_ids` (B, T): the target tokens so far (all of them when teacher-forced, the new ones when
         `cache` holds the past), or `inputs_embeds` (B, T, d_model), their rows of `embed_tokens`.
-        `encoder_hidden_states` (B, S, d_model): the encoder's output, required. `cache` (also accepted as
-        `past_key_values`): an `EncoderDecoderCache`, built here when `use_cache` is set outside training. `kwargs`
-        takes only `output_attentions` / `output_hidden_states`."""
+        `encoder_hidden_states` (B, S, d_model): the encoder's output, required with an encoder and refused without
+        one. `cache` (also accepted as `past_key_values`): an `EncoderDecoderCache` (a `DynamicCache` without an
+        encoder), built here when `use_cache` is set outside training. `position_ids` (B, T): each row's positions,
+        by default past length onwards. `kwargs` takes only `output_attentions` / `output_hidden_states`."""
         reject_unknown_kwargs(kwargs, type(self).__name__)
-        if encoder_hidden_states is None:
-            raise ValueError(
-                "VaswaniDecoder needs `encoder_hidden_states`, the encoder's output (B, S, d_model): pass "
-                "`model.get_encoder()(input_ids, attention_mask=attention_mask).last_hidden_state`, or call the whole "
-                "model (VaswaniModel or VaswaniForConditionalGeneration), which encodes the source itself."
-            )
+        self.check_encoder_output(encoder_hidden_states)
+        names = ("decoder_input_ids", "decoder_inputs_embeds") if self.has_encoder else ("input_ids", "inputs_embeds")
+        hint = " (or `labels`, which the decoder inputs are derived from)" if self.has_encoder else ""
         inputs_embeds = token_embeddings(self.embed_tokens, input_ids, inputs_embeds, self.config.decoder_vocabulary,
-                                         ("decoder_input_ids", "decoder_inputs_embeds"),
-                                         " (or `labels`, which the decoder inputs are derived from)")  # fmt: skip
+                                         names, hint)  # fmt: skip
         # Training is teacher-forced: a cache would be filled and thrown away every step (+21% step time, measured).
         if use_cache and cache is None and not self.training:
-            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+            cache = DynamicCache(config=self.config)
+            if self.has_encoder:
+                cache = EncoderDecoderCache(cache, DynamicCache(config=self.config))
         past_length = cache.get_seq_length() if cache is not None else 0
         B, T = inputs_embeds.shape[:2]
         if not is_torchdynamo_compiling():
-            check_attention_mask(attention_mask, (B, past_length + T), "decoder_attention_mask")
-        hidden_states = embed(inputs_embeds, self.embed_positions, past_length, self.config, self.training)
+            check_attention_mask(attention_mask, (B, past_length + T), "decoder_attention_mask" if self.has_encoder else "attention_mask")
+        hidden_states = embed(inputs_embeds, self.embed_positions, past_length, self.config, self.training, position_ids)
         # Masks built once for the stack: causal (Section 3.2.3, "prevent leftward information flow") and padding.
-        self_attn_cache = cache.self_attention_cache if cache is not None else None
+        self_attn_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         # One new position while decoding, unpadded, with a cache that holds only real positions: it may see every
         # cached position, so no mask is built. (A static cache holds unused slots, which only a mask hides.)
         self_mask = None
         if T > 1 or attention_mask is not None or getattr(self_attn_cache, "is_compileable", True):
             self_mask = causal_mask(self.config, hidden_states, attention_mask, self_attn_cache)
-        cross_mask = self.cross_attention_mask(hidden_states, encoder_hidden_states, encoder_attention_mask, cache)
+        cross_mask = None
+        if self.has_encoder:
+            cross_mask = self.cross_attention_mask(hidden_states, encoder_hidden_states, encoder_attention_mask, cache)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states,
@@ -706,6 +774,20 @@ class VaswaniDecoder(VaswaniPreTrainedModel):
         if self.layer_norm is not None:
             hidden_states = self.layer_norm(hidden_states)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden_states, **with_cache(cache))
+
+    def check_encoder_output(self, encoder_hidden_states: torch.Tensor | None) -> None:
+        if self.has_encoder and encoder_hidden_states is None:
+            raise ValueError(
+                "VaswaniDecoder needs `encoder_hidden_states`, the encoder's output (B, S, d_model): pass "
+                "`model.get_encoder()(input_ids, attention_mask=attention_mask).last_hidden_state`, or call the whole "
+                "model (VaswaniModel or VaswaniForConditionalGeneration), which encodes the source itself."
+            )
+        if not self.has_encoder and encoder_hidden_states is not None:
+            raise ValueError(
+                "This decoder has no encoder-decoder attention (`config.is_encoder_decoder` is False: the "
+                "decoder-only model, VaswaniForCausalLM), so `encoder_hidden_states` cannot be used. For translation "
+                "use VaswaniForConditionalGeneration."
+            )
 
     def cross_attention_mask(
         self,
@@ -744,7 +826,10 @@ class VaswaniModel(VaswaniPreTrainedModel):
     `Seq2SeqModelOutput` whose `last_hidden_state` is the decoder's output, (B, T, d_model).
     """
 
+    _embeddings_always_tied = True
+
     def __init__(self, config: VaswaniConfig):
+        config = shaped(config, is_encoder_decoder=True)
         super().__init__(config)
         self.encoder = VaswaniEncoder(config)
         self.decoder = VaswaniDecoder(config)
@@ -759,13 +844,6 @@ class VaswaniModel(VaswaniPreTrainedModel):
             self.shared = None
             self._tied_weights_keys = {}
         self.post_init()
-
-    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
-        """Source and target embeddings are always one matrix; `tie_word_embeddings` governs only the output
-        projection (transformers would otherwise switch off every tie with it)."""
-        if all_submodels:
-            return super().get_expanded_tied_weights_keys(all_submodels=True)
-        return dict(self._tied_weights_keys)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.embed_tokens
@@ -866,6 +944,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
 
     def __init__(self, config: VaswaniConfig):
+        config = shaped(config, is_encoder_decoder=True)
         super().__init__(config)
         self.model = VaswaniModel(config)
         # Tied to the target embedding unless `tie_word_embeddings=False` (Section 3.4).
@@ -1026,12 +1105,7 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         config = generation_config or self.generation_config
         if (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic"):
             self.cover_decoder_positions(config, kwargs)
-        if self.dtype == torch.bfloat16 and self.device.type == "cpu" and cpu_lacks_bf16():
-            logger.warning_once(
-                "This model's weights are bfloat16, but this CPU has no bf16 instructions (AVX-512 BF16 or AMX): "
-                "torch emulates them, and decoding is slower than in float32. Call `model.float()`, or load without "
-                "`dtype=torch.bfloat16`."
-            )
+        warn_of_emulated_bf16(self)
         return super().generate(inputs, generation_config, *args, **kwargs)
 
     def cover_decoder_positions(self, config, kwargs: dict) -> None:
@@ -1041,6 +1115,377 @@ class VaswaniForConditionalGeneration(VaswaniPreTrainedModel, GenerationMixin):
         length = output_length(config, kwargs)
         if length is not None:
             self.model.decoder.embed_positions.cover_positions(length)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The same blocks, two more ways: the encoder stack alone (BERT's shape) and the decoder stack alone (GPT's shape).
+# One `VaswaniConfig` describes all three: the encoder-only models read its `encoder_*` fields, the decoder-only
+# model its `decoder_*` fields. The weights are named as in the translation model (`model.shared`, `model.encoder`,
+# `model.decoder`), so a translation checkpoint's encoder loads into the encoder-only classes and a masked-LM
+# checkpoint into the classification heads; what does not carry over is reported as transformers reports it.
+# ----------------------------------------------------------------------------------------------------------------
+class VaswaniEncoderModel(VaswaniPreTrainedModel):
+    """The encoder stack alone (the left half of Figure 1, BERT's shape): `last_hidden_state` (B, S, d_model), one
+    vector per token, for feature extraction and as the body of the encoder-only heads.
+
+    `VaswaniEncoderModel.from_pretrained(translation_checkpoint)` takes a trained translation model's encoder: a
+    sentence encoder (the decoder's weights are reported unused). `config.is_encoder_decoder` is False here."""
+
+    _embeddings_always_tied = True
+    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight"}
+    _base_model_class = "VaswaniEncoderModel"
+
+    def __init__(self, config: VaswaniConfig):
+        config = shaped(config, is_encoder_decoder=False)
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.encoder = VaswaniEncoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.shared = self.encoder.embed_tokens = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutput:
+        r"""`input_ids` (B, S) or `inputs_embeds` (B, S, d_model), with their `attention_mask` (B, S; 1 for real
+        tokens, 0 for padding). Returns a `BaseModelOutput`: `last_hidden_state` (B, S, d_model), and hidden states
+        and attentions where asked for (`output_hidden_states`, `output_attentions`; any other keyword is refused)."""
+        reject_unknown_kwargs(kwargs, type(self).__name__)
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+
+
+class VaswaniEncoderOnlyPreTrainedModel(VaswaniPreTrainedModel):
+    """The base of the encoder-only heads: `model`, a `VaswaniEncoderModel`, and the head's checks."""
+
+    _base_model_class = "VaswaniEncoderModel"
+
+    def encode(self, input_ids, attention_mask, inputs_embeds, kwargs: dict) -> BaseModelOutput:
+        reject_unknown_kwargs(kwargs, type(self).__name__)
+        return self.model(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+
+    def check_class_labels(self, labels: torch.Tensor, ignore: bool) -> None:
+        """Class ids in [0, num_labels), or -100 where `ignore` (token classification's unlabelled positions)."""
+        if is_torchdynamo_compiling() or labels.dtype.is_floating_point:
+            return
+        allowed = (labels >= 0) & (labels < self.config.num_labels)
+        bad = labels[~(allowed | ((labels == -100) if ignore else False))]
+        if bad.numel():
+            raise ValueError(
+                f"`labels` contains {bad[0].item()}, not a class id of this model's {self.config.num_labels} "
+                f"classes (0 to {self.config.num_labels - 1}{'; -100 where no loss is wanted' if ignore else ''}). "
+                "Load the model with `num_labels=` the number of classes (and `id2label=`), or map the labels to ids."
+            )
+
+
+class VaswaniForMaskedLM(VaswaniEncoderOnlyPreTrainedModel):
+    """The encoder with the pre-softmax projection tied to its embeddings (Section 3.4): BERT's masked-LM
+    pretraining, `AutoModelForMaskedLM` for "vaswani", `pipeline("fill-mask")`. The tokenizer needs a mask token:
+    `tokenizer.add_special_tokens({"mask_token": "<mask>"})` and `model.resize_token_embeddings(len(tokenizer))`.
+
+    `forward(input_ids, attention_mask, labels)` gives the logits (B, S, V) and, with `labels` (-100 where no loss is
+    wanted, as `DataCollatorForLanguageModeling(mlm=True)` makes them), the loss over the masked tokens."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: VaswaniConfig):
+        config = shaped(config, is_encoder_decoder=False)
+        super().__init__(config)
+        self.model = VaswaniEncoderModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MaskedLMOutput:
+        r"""`input_ids` (B, S) with the masked positions replaced, `attention_mask` (B, S), `labels` (B, S): the
+        original ids at the masked positions and -100 elsewhere. `kwargs`: `num_items_in_batch` (Trainer's),
+        `label_smoothing` (Section 5.4's epsilon, default 0) and transformers' output flags. Returns a
+        `MaskedLMOutput` with `logits` (B, S, V) and, with `labels`, `loss` (the mean over labelled positions, or
+        the sum over `num_items_in_batch`)."""
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        label_smoothing = check_label_smoothing(kwargs.pop("label_smoothing", 0.0))
+        outputs = self.encode(input_ids, attention_mask, inputs_embeds, kwargs)
+        logits = self.lm_head(outputs.last_hidden_state)  # (B, S, V)
+        loss = None
+        if labels is not None:
+            if not is_torchdynamo_compiling():
+                check_labels(labels, self.config.vocab_size)
+            loss = cross_entropy(logits, labels, num_items_in_batch, label_smoothing)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                              attentions=outputs.attentions)  # fmt: skip
+
+
+def mean_over_tokens(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of the real tokens' vectors, (B, S, d_model) -> (B, d_model): padding does not count."""
+    if attention_mask is None:
+        return hidden_states.mean(dim=1)
+    weights = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # (B, S, 1)
+    return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+
+class VaswaniForSequenceClassification(VaswaniEncoderOnlyPreTrainedModel):
+    """The encoder with a linear classifier on the mean of its output vectors: `AutoModelForSequenceClassification`,
+    `pipeline("text-classification")`. Regression (`num_labels=1`), single-label and multi-label classification
+    follow transformers' `config.problem_type` (inferred from the labels where not set).
+
+    Pooling is the mean over real tokens, because the paper's encoder has no [CLS] token and nothing trains one
+    position to summarise the sentence; averaging is what sentence encoders found best (Sentence-BERT, 2019)."""
+
+    def __init__(self, config: VaswaniConfig):
+        config = shaped(config, is_encoder_decoder=False)
+        super().__init__(config)
+        self.model = VaswaniEncoderModel(config)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SequenceClassifierOutput:
+        r"""`input_ids` (B, S), `attention_mask` (B, S), and `labels`: class ids (B,) for single-label, floats
+        (B, num_labels) of 0/1 for multi-label, floats (B,) for regression. Returns a `SequenceClassifierOutput`
+        with `logits` (B, num_labels) and, with `labels`, `loss`."""
+        kwargs.pop("num_items_in_batch", None)  # one label per sequence: the batch mean is the loss
+        outputs = self.encode(input_ids, attention_mask, inputs_embeds, kwargs)
+        pooled = mean_over_tokens(outputs.last_hidden_state, attention_mask)  # (B, d_model)
+        logits = self.classifier(dropout(pooled, self.config.dropout, self.training))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            self.check_class_labels(labels, ignore=False)
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                        attentions=outputs.attentions)  # fmt: skip
+
+
+class VaswaniForTokenClassification(VaswaniEncoderOnlyPreTrainedModel):
+    """The encoder with a linear classifier on every output vector: `AutoModelForTokenClassification`,
+    `pipeline("token-classification")` (tagging, named entities)."""
+
+    def __init__(self, config: VaswaniConfig):
+        config = shaped(config, is_encoder_decoder=False)
+        super().__init__(config)
+        self.model = VaswaniEncoderModel(config)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> TokenClassifierOutput:
+        r"""`input_ids` (B, S), `attention_mask` (B, S), `labels` (B, S): a class id per token, -100 where no loss is
+        wanted (padding, a word's later pieces). Returns a `TokenClassifierOutput` with `logits` (B, S, num_labels)
+        and, with `labels`, `loss` (the mean over labelled tokens, or the sum over Trainer's `num_items_in_batch`)."""
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        outputs = self.encode(input_ids, attention_mask, inputs_embeds, kwargs)
+        hidden_states = dropout(outputs.last_hidden_state, self.config.dropout, self.training)
+        logits = self.classifier(hidden_states)  # (B, S, num_labels)
+        loss = None
+        if labels is not None:
+            self.check_class_labels(labels, ignore=True)
+            loss = cross_entropy(logits, labels, num_items_in_batch, 0.0)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                     attentions=outputs.attentions)  # fmt: skip
+
+
+class VaswaniDecoderModel(VaswaniPreTrainedModel):
+    """The decoder stack alone (the right half of Figure 1 without encoder-decoder attention, GPT's shape):
+    `last_hidden_state` (B, T, d_model) and the key/value cache. The body of `VaswaniForCausalLM`.
+
+    Positions count from each row's first real token (`attention_mask`), so a left-padded batch gives every row
+    what it gives alone. `config.is_encoder_decoder` is False here."""
+
+    _embeddings_always_tied = True
+    _tied_weights_keys = {"decoder.embed_tokens.weight": "shared.weight"}
+    _base_model_class = "VaswaniDecoderModel"
+
+    def __init__(self, config: VaswaniConfig):
+        config = shaped(config, is_encoder_decoder=False)
+        super().__init__(config)
+        self.shared = nn.Embedding(config.decoder_vocabulary, config.d_model, config.pad_token_id)
+        self.decoder = VaswaniDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.decoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.shared = self.decoder.embed_tokens = value
+
+    @accepts_past_key_values
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPast:
+        r"""`input_ids` (B, T): the tokens (the new ones when `cache` holds the past), or `inputs_embeds`
+        (B, T, d_model); `attention_mask` (B, past + T), 0 at padding, left or right; `position_ids` (B, T), by
+        default counted from each row's first real token; `cache` (also `past_key_values`): a `DynamicCache`, built
+        here when `use_cache` is set outside training. Returns a `BaseModelOutputWithPast`."""
+        reject_unknown_kwargs(kwargs, type(self).__name__)
+        if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
+            length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+            position_ids = positions_after_padding(attention_mask, length)
+        outputs = self.decoder(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
+                               inputs_embeds=inputs_embeds, use_cache=use_cache, position_ids=position_ids,
+                               **kwargs)  # fmt: skip
+        return BaseModelOutputWithPast(last_hidden_state=outputs.last_hidden_state, **with_cache(cache_of(outputs)),
+                                       hidden_states=outputs.hidden_states, attentions=outputs.attentions)  # fmt: skip
+
+
+def positions_after_padding(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+    """The positions of the last `length` columns of `attention_mask` (B, past + T), counted from each row's first
+    real token, (B, T); padding gets position 0 (it is masked, its vector unused)."""
+    positions = attention_mask.long().cumsum(-1) - 1  # (B, past + T)
+    return positions[:, -length:].clamp(min=0)
+
+
+class VaswaniForCausalLM(VaswaniPreTrainedModel, GenerationMixin):
+    """The decoder stack with its pre-softmax projection tied to the embeddings (Section 3.4): a GPT-style language
+    model, `AutoModelForCausalLM` for "vaswani", `pipeline("text-generation")`.
+
+    - `forward(input_ids, attention_mask, labels=input_ids)` gives the next-token loss (labels are shifted inside;
+      -100 where no loss is wanted, as `DataCollatorForLanguageModeling(mlm=False)` makes them) and logits (B, T, V).
+    - `generate(**tokenizer(prompts, return_tensors="pt"))`: greedy, beam or sampling with a key/value cache;
+      a left-padded batch (`tokenizer.padding_side = "left"`) gives each row what it gives alone. Prompts must not
+      end in `</s>`: load the tokenizer with `add_eos_token=False`.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+    _base_model_class = "VaswaniDecoderModel"
+
+    def __init__(self, config: VaswaniConfig):
+        config = shaped(config, is_encoder_decoder=False)
+        super().__init__(config)
+        self.model = VaswaniDecoderModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.decoder_vocabulary, bias=False)  # Section 3.4
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    @accepts_past_key_values
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CausalLMOutputWithPast:
+        r"""Next-token logits and, with `labels`, the language-model loss.
+
+        Args:
+            input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache: see `VaswaniDecoderModel`.
+            labels: (B, T), usually `input_ids` with -100 at padding; the logits at position t are scored against
+                `labels[:, t + 1]` (the shift is done here). Turns the cache off.
+            logits_to_keep: compute logits for the last this many positions only (0: all); `generate` asks for 1.
+            kwargs: `num_items_in_batch` (Trainer's), `label_smoothing` (Section 5.4's epsilon, default 0) and
+                transformers' output flags; any other keyword raises a TypeError.
+
+        Returns:
+            `CausalLMOutputWithPast`: `logits` (B, T, V), `loss` (the mean over predicted tokens, or their sum over
+            `num_items_in_batch`, so that gradient accumulation gives the gradient of one large batch), the cache.
+        """
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        label_smoothing = check_label_smoothing(kwargs.pop("label_smoothing", 0.0))
+        if labels is not None:
+            self.check_lm_labels(labels, input_ids if input_ids is not None else inputs_embeds)
+            use_cache = False
+        outputs = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                             inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)  # fmt: skip
+        hidden_states = outputs.last_hidden_state  # (B, T, d_model)
+        if logits_to_keep and labels is None:
+            hidden_states = hidden_states[:, -logits_to_keep:]
+        logits = self.lm_head(hidden_states)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            # Position t predicts token t + 1: the targets move one step left, the last position predicts nothing.
+            targets = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T)
+            loss = cross_entropy(logits, targets, num_items_in_batch, label_smoothing)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **with_cache(cache_of(outputs)),
+                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)  # fmt: skip
+
+    def check_lm_labels(self, labels: torch.Tensor, inputs: torch.Tensor | None) -> None:
+        if is_torchdynamo_compiling():
+            return
+        check_labels(labels, self.config.decoder_vocabulary)
+        if inputs is not None and labels.shape != inputs.shape[:2]:
+            raise ValueError(
+                f"`labels` has shape {tuple(labels.shape)} but the inputs have {tuple(inputs.shape[:2])}: a causal "
+                "language model's labels are its inputs (shifted inside), usually `labels=input_ids` with -100 at "
+                "padding."
+            )
+
+    def _reorder_cache(self, cache: Cache, beam_idx: torch.Tensor) -> Cache:
+        """Beam search's cache update: the keys and values follow the beams kept."""
+        return reorder_self_attention(cache, beam_idx)
+
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, *args, **kwargs):
+        """`GenerationMixin.generate`, unchanged but for one check: with a static cache (compiled decoding) the
+        sinusoid table is extended to the longest output first, or learned positions that stop short are refused,
+        before any decoding work. Arguments are transformers'."""
+        config = generation_config or self.generation_config
+        if (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic"):
+            prompt = next((x for x in (inputs, kwargs.get("input_ids")) if x is not None), None)
+            length = output_length(config, {**kwargs, "decoder_input_ids": prompt})
+            if length is not None:
+                self.model.decoder.embed_positions.cover_positions(length)
+        warn_of_emulated_bf16(self)
+        return super().generate(inputs, generation_config, *args, **kwargs)
+
+
+def warn_of_emulated_bf16(model: PreTrainedModel) -> None:
+    if model.dtype == torch.bfloat16 and model.device.type == "cpu" and cpu_lacks_bf16():
+        logger.warning_once(
+            "This model's weights are bfloat16, but this CPU has no bf16 instructions (AVX-512 BF16 or AMX): "
+            "torch emulates them, and decoding is slower than in float32. Call `model.float()`, or load without "
+            "`dtype=torch.bfloat16`."
+        )
 
 
 def reorder_self_attention(cache: Cache, beam_idx: torch.Tensor) -> Cache:
@@ -1085,4 +1530,14 @@ def output_length(config, kwargs: dict) -> int | None:
     return max_new_tokens + (start.shape[-1] if start is not None else 1)
 
 
-__all__ = ["VaswaniForConditionalGeneration", "VaswaniModel", "VaswaniPreTrainedModel"]
+__all__ = [
+    "VaswaniDecoderModel",
+    "VaswaniEncoderModel",
+    "VaswaniForCausalLM",
+    "VaswaniForConditionalGeneration",
+    "VaswaniForMaskedLM",
+    "VaswaniForSequenceClassification",
+    "VaswaniForTokenClassification",
+    "VaswaniModel",
+    "VaswaniPreTrainedModel",
+]

@@ -59,6 +59,10 @@ def test_checkpoint_is_self_contained(tmp_path):
         "AutoConfig": "configuration_vaswani.VaswaniConfig",
         "AutoModel": "modeling_vaswani.VaswaniModel",
         "AutoModelForSeq2SeqLM": "modeling_vaswani.VaswaniForConditionalGeneration",
+        "AutoModelForCausalLM": "modeling_vaswani.VaswaniForCausalLM",
+        "AutoModelForMaskedLM": "modeling_vaswani.VaswaniForMaskedLM",
+        "AutoModelForSequenceClassification": "modeling_vaswani.VaswaniForSequenceClassification",
+        "AutoModelForTokenClassification": "modeling_vaswani.VaswaniForTokenClassification",
     }
     assert "pipeline_vaswani.py" in files  # named by custom_pipelines: transformers 5 lacks both tasks
     for task in ("translation", "text2text-generation"):
