@@ -8,15 +8,20 @@ This file must import nothing from the `vaswani` package: it is copied flat into
 `AutoTokenizer.from_pretrained(..., trust_remote_code=True)` works where `vaswani` is not installed.
 """
 
+import json
 import os
 from collections.abc import Iterable, Iterator
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 # Ids 0..3, matching VaswaniConfig's pad/bos/eos/unk defaults; `<s>` is also the decoder start token.
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+# What the post-processor adds around a sequence; the defaults are the translation model's (and every tokenizer saved
+# before these options existed): no `<s>` in front, `</s>` at the end.
+SEQUENCE_OPTIONS = {"add_bos_token": False, "add_eos_token": True}
 DEFAULT_MODEL_MAX_LENGTH = 1024  # VaswaniConfig.max_position_embeddings
 
 
@@ -45,6 +50,7 @@ def build_backend(vocab_size: int, min_frequency: int, show_progress: bool) -> t
 
 
 def append_eos(backend: Tokenizer) -> None:
+    """`$A </s>` (pairs `$A </s> $B </s>`): the translation model's template, for its inputs and its labels."""
     eos = SPECIAL_TOKENS["eos_token"]
     backend.post_processor = processors.TemplateProcessing(
         single=f"$A:0 {eos}:0", pair=f"$A:0 {eos}:0 $B:1 {eos}:1", special_tokens=[(eos, backend.token_to_id(eos))]
@@ -63,7 +69,7 @@ def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
 
 
 class VaswaniTokenizer(PreTrainedTokenizerFast):
-    """Fast tokenizer for [`VaswaniForConditionalGeneration`]: joint byte-level BPE, `</s>` after every sequence.
+    """Fast tokenizer for [`VaswaniForConditionalGeneration`]: joint byte-level BPE, `</s>` ending each sequence.
 
     Use it like any Hugging Face tokenizer: `tok(src, text_target=tgt)` gives `input_ids`, `attention_mask` and
     `labels`; `model.generate(**tok(src, return_tensors="pt"))` works as is. Train a new vocabulary with
@@ -72,6 +78,14 @@ class VaswaniTokenizer(PreTrainedTokenizerFast):
 
     - Special tokens: `<pad>` 0, `<s>` 1 (the decoder start), `</s>` 2 (appended to every sequence), `<unk>` 3,
       the ids of `VaswaniConfig`. A literal "</s>" typed in the text stays text.
+    - `add_eos_token` (default True) and `add_bos_token` (default False), as in Llama's tokenizer: pass
+      `add_eos_token=False` to `from_pretrained` (or set the attribute) for causal-LM prompts that must not end in
+      `</s>`, `add_bos_token=True` to start every sequence with `<s>`; `save_pretrained` keeps both in
+      tokenizer_config.json. `text_target` labels always end in `</s>` and never start with `<s>`, whatever the two say.
+    - Mask token, for masked-LM pretraining and `pipeline("fill-mask")`: `tokenizer.add_special_tokens({"mask_token":
+      "<mask>"})` gives `<mask>` the next free id (`len(tokenizer)` before; every other id unchanged). A "<mask>" typed
+      in the text is that one token (taking the space before it, as RoBERTa's does), unlike a typed "</s>", and
+      `skip_special_tokens=True` drops it.
     - Normalisation is Unicode NFC only, and byte-level BPE leaves no character unknown, so
       `decode(encode(text), skip_special_tokens=True) == text` for any NFC text (umlauts, 我爱你, emoji, runs of
       whitespace).
@@ -118,6 +132,7 @@ class VaswaniTokenizer(PreTrainedTokenizerFast):
             clean_up_tokenization_spaces=False,
             split_special_tokens=True,
             **SPECIAL_TOKENS,
+            **SEQUENCE_OPTIONS,
         )
 
     @classmethod
@@ -128,6 +143,78 @@ class VaswaniTokenizer(PreTrainedTokenizerFast):
         if os.path.isdir(folder):
             check_tokenizer_file(os.path.join(folder, TOKENIZER_FILE))
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, resolved_vocab_files, *args, **kwargs):
+        """Passes `add_bos_token` / `add_eos_token` to `__init__` always: from the keyword arguments, else from
+        tokenizer_config.json (see `_save_pretrained`; transformers 5 drops them from the config it loads), else the
+        defaults, which a folder saved before these options existed gets: its `</s>`-appending template, rebuilt.
+
+        (Not an `__init__` argument default: a class that defines `__init__` gets its backend rebuilt from bare
+        vocab/merges by transformers 5, without the NFC normalizer and byte-level pre-tokenizer.)"""
+        config_file = resolved_vocab_files.get("tokenizer_config_file")
+        saved = {}
+        if config_file is not None:
+            with open(config_file, encoding="utf-8") as handle:
+                saved = json.load(handle)
+        for key, default in SEQUENCE_OPTIONS.items():
+            kwargs.setdefault(key, saved.get(key, default))
+        return super()._from_pretrained(resolved_vocab_files, *args, **kwargs)
+
+    def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):
+        """Writes the current `add_bos_token` / `add_eos_token` (attributes set after loading included) into
+        tokenizer_config.json, which transformers 5 saves without them; this runs before any upload to the Hub."""
+        config_file = os.path.join(
+            str(save_directory), (filename_prefix + "-" if filename_prefix else "") + TOKENIZER_CONFIG_FILE
+        )
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+        config.update({key: getattr(self, key) for key in SEQUENCE_OPTIONS})
+        with open(config_file, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        return super()._save_pretrained(save_directory, file_names, legacy_format, filename_prefix)
+
+    def _switch_to_target_mode(self):
+        """`text_target` labels are the translation model's decoder targets: `</s>` ends them (it is how the model
+        learns to stop) and `<s>` is not theirs (the decoder start is prepended when labels are shifted)."""
+        append_eos(self._tokenizer)
+
+    def _switch_to_input_mode(self):
+        self.update_post_processor()
+
+    def _add_tokens(self, new_tokens, special_tokens=False) -> int:
+        """Adds the mask token to the backend as a *non-special* added token, every other token as transformers does.
+
+        `split_special_tokens=True` makes the backend treat every special token in the text as text, so that a typed
+        "</s>" cannot end a sequence; the fill-mask pipeline and masked-LM data need a typed "<mask>" to be the mask
+        token. A non-special added token is always matched, and transformers still counts `<mask>` as special
+        (`all_special_ids`, `get_special_tokens_mask`, and `_decode` below for `skip_special_tokens`)."""
+        mask = self._special_tokens_map.get("mask_token")
+        if mask is None or str(mask) not in map(str, new_tokens):
+            return super()._add_tokens(new_tokens, special_tokens=special_tokens)
+        rest = [token for token in new_tokens if str(token) != str(mask)]
+        added = self._tokenizer.add_tokens([mask_added_token(mask)])
+        return added + (super()._add_tokens(rest, special_tokens=special_tokens) if rest else 0)
+
+    def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
+        """The backend skips only its own special tokens, which `<mask>` is not (see `_add_tokens`)."""
+        if skip_special_tokens and not isinstance(token_ids, dict):
+            special = set(self.all_special_ids)
+            token_ids = [
+                index for index in ([token_ids] if isinstance(token_ids, int) else token_ids) if index not in special
+            ]
+        return super()._decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+
+
+def mask_added_token(mask: str | AddedToken) -> AddedToken:
+    """The mask token as an added token that `encode_special_tokens` does not split, taking the space before it.
+
+    `lstrip` as in RoBERTa's `<mask>`: byte-level BPE puts a word's leading space in the word's token ("Ġword"), which
+    is what masked-LM training replaces with the mask; "a <mask> b" then gives `a <mask> Ġb`, not `a Ġ <mask> Ġb`."""
+    if isinstance(mask, str):
+        return AddedToken(mask, lstrip=True, normalized=False, special=False)
+    return AddedToken(mask.content, single_word=mask.single_word, lstrip=True, rstrip=mask.rstrip,
+                      normalized=mask.normalized, special=False)  # fmt: skip
 
 
 def check_tokenizer_file(path: str) -> None:
