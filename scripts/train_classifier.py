@@ -93,8 +93,6 @@ def check_args(args: argparse.Namespace) -> tuple[float, float]:
     for flag in ("pretrain_max_steps", "finetune_max_steps", "batch_size", "max_verses"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag.replace('_', '-')} must be at least 1.")
-    if args.model == "vaswani" and not hasattr(vaswani, "VaswaniForMaskedLM"):
-        raise SystemExit("error: --model vaswani: this vaswani has no VaswaniForMaskedLM yet; use --model bert.")
     return budgets[0], budgets[1]
 
 

@@ -8,7 +8,6 @@ from collections import Counter
 import pytest
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, pipeline
 
-import vaswani
 from vaswani.scripts import data as corpus
 from vaswani.scripts import train_classifier as job
 
@@ -127,11 +126,3 @@ def test_bad_budget_is_refused_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match="--pretrain-minutes"):
         job.run(job.parse_args(["--pretrain-minutes", "soon", "--output-dir", str(tmp_path / "out")]))
     assert not (tmp_path / "out").exists()
-
-
-@pytest.fixture(autouse=True)
-def no_vaswani_yet(request):
-    """Until vaswani's encoder-only classes land, its runs are skipped (a guard, to go when they exist)."""
-    uses_vaswani = "vaswani" in request.node.name or request.node.name.startswith("test_both_models")
-    if uses_vaswani and not hasattr(vaswani, "VaswaniForMaskedLM"):
-        pytest.skip("vaswani.VaswaniForMaskedLM does not exist yet")
