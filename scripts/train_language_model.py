@@ -92,10 +92,15 @@ def split_verses(verses: list[corpus.Verse], max_train: int | None = None) -> tu
 
 def load_tokenizer(args: argparse.Namespace, train_texts: list[str]):
     """--tokenizer's, or a new byte-level BPE vocabulary learned from the training verses only (deterministic: two
-    runs on the same verses get the same one)."""
+    runs on the same verses get the same one). Set, and so saved, to encode text as this job's prompts are,
+    `[bos] + ids` (`add_bos_token`, no `add_eos_token`), so that `pipeline("text-generation")` prompts the saved
+    model as the job does; the job's own ids do not depend on it (`encode`, `prompt_ids`)."""
     if args.tokenizer:
-        return AutoTokenizer.from_pretrained(args.tokenizer)
-    return vaswani.VaswaniTokenizer.train(train_texts, vocab_size=args.vocab_size, show_progress=False)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    else:
+        tokenizer = vaswani.VaswaniTokenizer.train(train_texts, vocab_size=args.vocab_size, show_progress=False)
+    tokenizer.add_bos_token, tokenizer.add_eos_token = True, False
+    return tokenizer
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
@@ -206,15 +211,16 @@ def perplexity(model, examples: list[list[int]], pad_token_id: int, batch_size: 
 
 @torch.no_grad()
 def continuations(model, tokenizer, texts: list[str], seed: int) -> list[dict]:
-    """For each prompt: one nucleus sample (top-p 0.9, the seed set before each, so that each is reproducible on
-    its own) and the greedy continuation, `MAX_NEW_TOKENS` at most, decoded without special tokens."""
+    """For each prompt: one nucleus sample (top-p 0.9, and top_k=0, which turns off the top-50 that transformers
+    would add; the seed set before each, so that each is reproducible on its own) and the greedy continuation,
+    `MAX_NEW_TOKENS` at most, decoded without special tokens."""
     model.eval()
     results = []
     for text in texts:
         input_ids = torch.tensor([prompt_ids(tokenizer, text)], device=model.device)
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         transformers.set_seed(seed)
-        sampled = model.generate(**inputs, do_sample=True, top_p=0.9, max_new_tokens=MAX_NEW_TOKENS)
+        sampled = model.generate(**inputs, do_sample=True, top_p=0.9, top_k=0, max_new_tokens=MAX_NEW_TOKENS)
         greedy = model.generate(**inputs, do_sample=False, max_new_tokens=MAX_NEW_TOKENS)
         decode = [tokenizer.decode(ids, skip_special_tokens=True) for ids in (sampled[0], greedy[0])]
         results.append({"prompt": text, "sampled": decode[0], "greedy": decode[1]})
