@@ -69,8 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="model initialization, data order, dropout and sampling")
     p.add_argument("--max-train-verses", type=int, help="train on the first N training verses only (for tests)")
     p.add_argument("--samples", type=int, default=3, help="prompts from the validation books to continue (default: 3)")
-    p.add_argument("--output-dir", type=Path, default=Path("runs/lm-vaswani"))
+    p.add_argument("--output-dir", type=Path, help="default: runs/lm-<model>")
     args = p.parse_args(argv)
+    args.output_dir = args.output_dir or Path(f"runs/lm-{args.model}")
     recipe.require_at_least_one(p, args, "max_steps", "vocab_size", "batch_size", "max_train_verses")
     try:
         args.budget_seconds = recipe.parse_duration(args.minutes)
@@ -175,8 +176,9 @@ def training_arguments(args: argparse.Namespace) -> TrainingArguments:
 
 
 def build_trainer(args: argparse.Namespace, model, tokenizer, examples: list[list[int]]):
-    """Trainer with the job's callbacks: (trainer, its TimeBudget). Padding, and labels equal to the inputs with
-    padding at -100, come from `DataCollatorForLanguageModeling(mlm=False)`; each model shifts its labels itself."""
+    """Trainer with the job's callbacks (the time budget, its progress bar, no checkpoints). Padding, and labels
+    equal to the inputs with padding at -100, come from `DataCollatorForLanguageModeling(mlm=False)`; each model
+    shifts its labels itself."""
     time_budget = recipe.TimeBudget(args.budget_seconds)
     trainer = Trainer(
         model=model, args=training_arguments(args), train_dataset=[{"input_ids": ids} for ids in examples],
@@ -185,7 +187,7 @@ def build_trainer(args: argparse.Namespace, model, tokenizer, examples: list[lis
     )  # fmt: skip
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(recipe.BudgetProgress(time_budget))
-    return trainer, time_budget
+    return trainer
 
 
 @torch.no_grad()
@@ -251,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
         parameters = model.num_parameters(only_trainable=True)
         logger.info("Model: %s (%s), preset %s, %.2fM parameters", args.model, type(model).__name__, args.preset,
                     parameters / 1e6)  # fmt: skip
-        trainer, time_budget = build_trainer(args, model, tokenizer, train)
+        trainer = build_trainer(args, model, tokenizer, train)
         start = time.monotonic()
         train_output = trainer.train()
         seconds = time.monotonic() - start

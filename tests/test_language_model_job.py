@@ -1,6 +1,7 @@
 import json
 import math
 from itertools import islice
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,6 +108,11 @@ def test_held_out_books_stay_out_of_training():
     assert train == [f"verse of book {book}" for book in range(1, 67) if book not in held_out]
 
 
+def test_each_model_has_its_own_default_folder():
+    assert job.parse_args(["--model", "gpt2"]).output_dir == Path("runs/lm-gpt2")
+    assert job.parse_args([]).output_dir == Path("runs/lm-vaswani")
+
+
 def test_gpt2_has_the_size_of_the_preset():
     config = vaswani.VaswaniConfig.from_preset("small", vocab_size=8000)
     gpt2 = job.gpt2_config_like(config)
@@ -133,6 +139,6 @@ def test_both_models_get_the_same_batches_in_the_same_order(jobs):
     examples = job.encode(tokenizer, job.split_verses(job.corpus.load_verses("de"), 300)[0], 256)
     batches = {}
     for name in ("gpt2", "vaswani"):  # building the model draws different random numbers: the order must not care
-        trainer, _ = job.build_trainer(args, job.build_model(name, config, args.seed), tokenizer, examples)
+        trainer = job.build_trainer(args, job.build_model(name, config, args.seed), tokenizer, examples)
         batches[name] = [batch["input_ids"].tolist() for batch in islice(trainer.get_train_dataloader(), 3)]
     assert batches["gpt2"] == batches["vaswani"]
