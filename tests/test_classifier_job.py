@@ -6,7 +6,7 @@ import math
 from collections import Counter
 
 import pytest
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, pipeline
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from vaswani.scripts import data as corpus
 from vaswani.scripts import train_classifier as job
@@ -88,6 +88,10 @@ def test_saved_models_load_and_classify(finished):
     assert type(AutoModelForMaskedLM.from_pretrained(output_dir / "mlm")).__name__.endswith("ForMaskedLM")
     model = AutoModelForSequenceClassification.from_pretrained(output_dir / "classifier")
     assert model.config.id2label == dict(enumerate(job.LABELS)) and model.config.num_labels == len(job.LABELS)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir / "classifier")
+    ids = tokenizer("Und Gott sprach")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id  # <s> verse </s>, as BERT's
+    assert tokenizer.mask_token == "<mask>" and tokenizer.mask_token_id == len(tokenizer) - 1
     # The pipeline's answers on the held-out verses give the reported accuracy.
     verses = corpus.load_verses("de")
     held_out = [v for v in verses[:: math.ceil(len(verses) / 600)] if v.book in job.HELD_OUT_BOOKS]
