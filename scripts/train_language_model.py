@@ -53,15 +53,16 @@ LOGGING_STEPS = 25
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="vaswani",
-                   help="vaswani: VaswaniForCausalLM; gpt2: transformers' GPT2LMHeadModel of the same size")  # fmt: skip
+                   help="vaswani: VaswaniForCausalLM; gpt2: GPT2LMHeadModel of the same size")  # fmt: skip
     p.add_argument("--preset", choices=sorted(vaswani.PRESETS), default="small", help="model size (default: small)")
     p.add_argument("--dropout", type=float, help="P_drop of both models (default: the preset's)")
     p.add_argument("--minutes", default="10",
-                   help="wall-clock training budget: minutes, or a duration such as 90s or 1h (default: 10)")  # fmt: skip
+                   help="wall-clock training budget: minutes, or a duration such as 90s (default: 10)")  # fmt: skip
     p.add_argument("--max-steps", type=int, help="stop after this many steps, if the budget has not stopped it first")
     p.add_argument("--vocab-size", type=int, default=8000, help="BPE vocabulary of a new tokenizer (default: 8000)")
     p.add_argument("--tokenizer", help="a trained tokenizer's folder (e.g. another run's --output-dir), so that "
-                                       "both models see identical ids; default: train one on the training verses")  # fmt: skip
+                                       "both models see identical ids; default: train one on the training "
+                                       "verses")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32,
                    help="verses per training batch, padded to the longest (default: 32)")  # fmt: skip
     p.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
