@@ -57,7 +57,7 @@ LABELS = tuple(PARTS)
 # One mid-size book of each part, neither the largest nor a fragment (the held-out verses: 3,725 of 31,102). John,
 # not a synoptic gospel, and 2 Corinthians, not Ephesians: their verses have near-twins in the training books.
 HELD_OUT_BOOKS = {3: "Leviticus", 7: "Judges", 20: "Proverbs", 28: "Hosea", 43: "John", 47: "2 Corinthians"}
-MAX_LENGTH = 128  # tokens per verse, </s> included: the longest German verse has fewer; bounds BERT's positions
+MAX_LENGTH = 128  # tokens per verse, <s> and </s> included: the longest German verse has 121 at most
 MASK_TOKEN = "<mask>"
 
 
@@ -316,7 +316,8 @@ def run(args: argparse.Namespace) -> dict:
         "examples_sha256": fingerprint(pretraining, training, held_out, {k: v.tolist() for k, v in masked.items()}),
         "recipe": {"batch_size": args.batch_size, "learning_rate": args.learning_rate,
                    "finetune_learning_rate": args.finetune_learning_rate, "warmup_steps": args.warmup_steps,
-                   "schedule": "inverse_sqrt", "optimizer": "adamw_torch_fused", "seed": args.seed,
+                   "schedule": "inverse_sqrt", "optimizer": "adamw_torch_fused", "weight_decay": 0.01,
+                   "seed": args.seed,
                    "max_verses": args.max_verses, "budgets_seconds": [pretrain_seconds, finetune_seconds]},
     }  # fmt: skip
     (args.output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
