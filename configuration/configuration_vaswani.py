@@ -39,7 +39,10 @@ PRESETS: dict[str, dict[str, int | float]] = {
 
 @strict
 class VaswaniConfig(PretrainedConfig):
-    r"""Configuration of [`VaswaniModel`] and [`VaswaniForConditionalGeneration`].
+    r"""Configuration of every vaswani model: the encoder-decoder ([`VaswaniModel`],
+    [`VaswaniForConditionalGeneration`]), the encoder alone ([`VaswaniEncoderModel`], [`VaswaniForMaskedLM`],
+    [`VaswaniForSequenceClassification`], [`VaswaniForTokenClassification`]: the `encoder_*` fields) and the decoder
+    alone ([`VaswaniForCausalLM`]: the `decoder_*` fields). One config, one set of presets, for all three shapes.
 
     Defaults give the paper's base model. `VaswaniConfig.from_preset("big")` gives another row of Table 3.
 
@@ -74,7 +77,9 @@ class VaswaniConfig(PretrainedConfig):
             embedding (0.02, as BART/Marian; it trains faster early on). None: Xavier-uniform projections and
             N(0, d_model^-0.5) embeddings, as the tensor2tensor reference code.
         use_cache: return the decoder's key/value cache from `forward` while decoding (transformers' meaning).
-        is_encoder_decoder: always True; transformers reads it to treat the model as sequence-to-sequence.
+        is_encoder_decoder: True for the encoder-decoder (the default); the encoder-only and decoder-only models
+            keep a copy of the config with False (transformers' generate, Trainer and pipelines read it).
+        num_labels / id2label / label2id / problem_type: transformers' own, for the classification heads.
         pad_token_id / bos_token_id / eos_token_id / unk_token_id: the special ids of `VaswaniTokenizer`: `<pad>` 0,
             `<s>` 1, `</s>` 2, `<unk>` 3. Padding positions get no attention and no loss.
         decoder_start_token_id: the first decoder input, `<s>` (1). MarianMT starts from `<pad>`; converted

@@ -1225,12 +1225,12 @@ class VaswaniForMaskedLM(VaswaniEncoderOnlyPreTrainedModel):
         the sum over `num_items_in_batch`)."""
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         label_smoothing = check_label_smoothing(kwargs.pop("label_smoothing", 0.0))
+        if labels is not None and not is_torchdynamo_compiling():  # before any work
+            check_labels(labels, self.config.vocab_size)
         outputs = self.encode(input_ids, attention_mask, inputs_embeds, kwargs)
         logits = self.lm_head(outputs.last_hidden_state)  # (B, S, V)
         loss = None
         if labels is not None:
-            if not is_torchdynamo_compiling():
-                check_labels(labels, self.config.vocab_size)
             loss = cross_entropy(logits, labels, num_items_in_batch, label_smoothing)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                               attentions=outputs.attentions)  # fmt: skip
@@ -1272,12 +1272,14 @@ class VaswaniForSequenceClassification(VaswaniEncoderOnlyPreTrainedModel):
         (B, num_labels) of 0/1 for multi-label, floats (B,) for regression. Returns a `SequenceClassifierOutput`
         with `logits` (B, num_labels) and, with `labels`, `loss`."""
         kwargs.pop("num_items_in_batch", None)  # one label per sequence: the batch mean is the loss
+        problem_type = self.config.problem_type or ("regression" if self.config.num_labels == 1 else None)
+        if labels is not None and problem_type in (None, "single_label_classification"):  # before any work
+            self.check_class_labels(labels, ignore=False)  # regression's targets are numbers, not class ids
         outputs = self.encode(input_ids, attention_mask, inputs_embeds, kwargs)
         pooled = mean_over_tokens(outputs.last_hidden_state, attention_mask)  # (B, d_model)
         logits = self.classifier(dropout(pooled, self.config.dropout, self.training))  # (B, num_labels)
         loss = None
         if labels is not None:
-            self.check_class_labels(labels, ignore=False)
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                         attentions=outputs.attentions)  # fmt: skip
@@ -1307,12 +1309,13 @@ class VaswaniForTokenClassification(VaswaniEncoderOnlyPreTrainedModel):
         wanted (padding, a word's later pieces). Returns a `TokenClassifierOutput` with `logits` (B, S, num_labels)
         and, with `labels`, `loss` (the mean over labelled tokens, or the sum over Trainer's `num_items_in_batch`)."""
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        if labels is not None:  # before any work
+            self.check_class_labels(labels, ignore=True)
         outputs = self.encode(input_ids, attention_mask, inputs_embeds, kwargs)
         hidden_states = dropout(outputs.last_hidden_state, self.config.dropout, self.training)
         logits = self.classifier(hidden_states)  # (B, S, num_labels)
         loss = None
         if labels is not None:
-            self.check_class_labels(labels, ignore=True)
             loss = cross_entropy(logits, labels, num_items_in_batch, 0.0)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                      attentions=outputs.attentions)  # fmt: skip
@@ -1360,8 +1363,13 @@ class VaswaniDecoderModel(VaswaniPreTrainedModel):
         here when `use_cache` is set outside training. Returns a `BaseModelOutputWithPast`."""
         reject_unknown_kwargs(kwargs, type(self).__name__)
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
-            length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-            position_ids = positions_after_padding(attention_mask, length)
+            inputs = input_ids if input_ids is not None else inputs_embeds
+            if inputs is not None and inputs.dim() >= 2:  # else the decoder says what is wrong with them
+                if not is_torchdynamo_compiling():  # the mask is read here: check it first, before any work
+                    past_length = cache.get_seq_length() if cache is not None else 0
+                    check_attention_mask(attention_mask, (inputs.shape[0], past_length + inputs.shape[1]),
+                                         "attention_mask")  # fmt: skip
+                position_ids = positions_after_padding(attention_mask, inputs.shape[1])
         outputs = self.decoder(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
                                inputs_embeds=inputs_embeds, use_cache=use_cache, position_ids=position_ids,
                                **kwargs)  # fmt: skip
@@ -1424,7 +1432,9 @@ class VaswaniForCausalLM(VaswaniPreTrainedModel, GenerationMixin):
             labels: (B, T), usually `input_ids` with -100 at padding; the logits at position t are scored against
                 `labels[:, t + 1]` (the shift is done here). Turns the cache off.
             logits_to_keep: compute logits for the last this many positions only (0: all); `generate` asks for 1.
-            kwargs: `num_items_in_batch` (Trainer's), `label_smoothing` (Section 5.4's epsilon, default 0) and
+            kwargs: `num_items_in_batch` (Trainer's), `label_smoothing` (Section 5.4's epsilon, default 0),
+                `shift_labels` (targets already aligned with the logits, which replace `labels`: what Trainer
+                passes under sequence parallelism, where the shift must happen before the sequence is split) and
                 transformers' output flags; any other keyword raises a TypeError.
 
         Returns:
@@ -1433,20 +1443,23 @@ class VaswaniForCausalLM(VaswaniPreTrainedModel, GenerationMixin):
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         label_smoothing = check_label_smoothing(kwargs.pop("label_smoothing", 0.0))
-        if labels is not None:
-            self.check_lm_labels(labels, input_ids if input_ids is not None else inputs_embeds)
-            use_cache = False
+        shift_labels = kwargs.pop("shift_labels", None)  # targets already aligned with the logits (see Returns)
+        for given in (labels, shift_labels):
+            if given is not None:
+                self.check_lm_labels(given, input_ids if input_ids is not None else inputs_embeds)
+                use_cache = False
         outputs = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                              inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)  # fmt: skip
         hidden_states = outputs.last_hidden_state  # (B, T, d_model)
-        if logits_to_keep and labels is None:
+        if logits_to_keep and labels is None and shift_labels is None:
             hidden_states = hidden_states[:, -logits_to_keep:]
         logits = self.lm_head(hidden_states)  # (B, T, V)
         loss = None
-        if labels is not None:
+        if shift_labels is None and labels is not None:
             # Position t predicts token t + 1: the targets move one step left, the last position predicts nothing.
-            targets = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T)
-            loss = cross_entropy(logits, targets, num_items_in_batch, label_smoothing)
+            shift_labels = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T)
+        if shift_labels is not None:
+            loss = cross_entropy(logits, shift_labels, num_items_in_batch, label_smoothing)
         return CausalLMOutputWithPast(loss=loss, logits=logits, **with_cache(cache_of(outputs)),
                                       hidden_states=outputs.hidden_states, attentions=outputs.attentions)  # fmt: skip
 
@@ -1466,17 +1479,32 @@ class VaswaniForCausalLM(VaswaniPreTrainedModel, GenerationMixin):
         return reorder_self_attention(cache, beam_idx)
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, *args, **kwargs):
-        """`GenerationMixin.generate`, unchanged but for one check: with a static cache (compiled decoding) the
-        sinusoid table is extended to the longest output first, or learned positions that stop short are refused,
-        before any decoding work. Arguments are transformers'."""
+        """`GenerationMixin.generate`, unchanged but for one check before any decoding work: learned positions that
+        stop short of the longest output are refused (with any cache), and with a static cache (compiled decoding)
+        the sinusoid table is extended to it. Arguments are transformers'."""
         config = generation_config or self.generation_config
-        if (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic"):
-            prompt = next((x for x in (inputs, kwargs.get("input_ids")) if x is not None), None)
-            length = output_length(config, {**kwargs, "decoder_input_ids": prompt})
-            if length is not None:
-                self.model.decoder.embed_positions.cover_positions(length)
+        static = (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic")
+        if static or self.config.position_embedding_type == "learned":
+            positions = self.positions_needed(config, inputs, kwargs)
+            if positions is not None:
+                self.model.decoder.embed_positions.cover_positions(positions)
         warn_of_emulated_bf16(self)
         return super().generate(inputs, generation_config, *args, **kwargs)
+
+    @staticmethod
+    def positions_needed(config, inputs: torch.Tensor | None, kwargs: dict) -> int | None:
+        """How many positions `generate` will feed the model (None: unbounded): the longest prompt, counted from its
+        first real token (`attention_mask`) as positions are, plus the new tokens but the last, which is never fed
+        back."""
+        prompt = next((x for x in (inputs, kwargs.get("input_ids"), kwargs.get("inputs_embeds")) if x is not None),
+                      None)  # fmt: skip
+        max_new_tokens = kwargs.get("max_new_tokens") or config.max_new_tokens
+        if max_new_tokens is None or prompt is None:  # bounded by the total length, if at all
+            max_length = kwargs.get("max_length") or config.max_length
+            return None if max_length is None else max_length - 1
+        mask = kwargs.get("attention_mask")
+        longest = int(mask.sum(-1).max()) if mask is not None and mask.dim() == 2 else prompt.shape[1]
+        return longest + max_new_tokens - 1
 
 
 def warn_of_emulated_bf16(model: PreTrainedModel) -> None:
