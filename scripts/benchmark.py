@@ -5,6 +5,8 @@ python -m vaswani.scripts.benchmark --sizes base --bf16     # adds the bf16-auto
 python -m vaswani.scripts.benchmark --output benchmark.md   # also writes the table to a file
 python -m vaswani.scripts.benchmark --sizes small base --skip-generation --profile-decoding --inference-paths
                                                             # where a decoding step's time goes, and every serving path
+python -m vaswani.scripts.benchmark --sizes small --model-families
+                                                            # adds the decoder-only and encoder-only models' table
 
 Both models run in this one process, on the same inputs and thread count, alternating repetition by repetition so
 that both see the same machine state; the table gives medians (and the spread, min-max) after warm-up. MarianMT is
@@ -20,6 +22,10 @@ With --profile-decoding, the share of generate's time in the model's forward aga
 --inference-paths, greedy and beam-4 decoding through compile, bf16, int8, ONNX Runtime (float32 and int8, behind the
 same generate()) and CTranslate2, and batch-1 decoding
 against the bound that the machine's streaming bandwidth sets (every weight of the decoder is read once a step).
+With --model-families, a second table: vaswani's decoder-only model (VaswaniForCausalLM) against GPT2LMHeadModel and
+its encoder-only one (VaswaniForMaskedLM) against BertForMaskedLM, each pair of identical size (width, layers, heads,
+feed-forward width, vocabulary, dropout; the peer otherwise as it is: learned positions, pre-LN GPT-2, GELU), in
+training tokens per second and, for the causal LM, greedy decoding's new tokens per second.
 """
 
 import argparse
@@ -34,6 +40,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -85,6 +92,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also report where a decoding step's time goes (forward, encoder, generate's own work)",
     )
+    p.add_argument("--model-families", nargs="*", choices=list(FAMILIES), metavar="FAMILY",
+                   help="also time vaswani's other shapes against the transformers model of the same size: causal-lm "
+                   "(VaswaniForCausalLM against GPT2LMHeadModel: training, greedy decoding), masked-lm "
+                   "(VaswaniForMaskedLM against BertForMaskedLM: training); no value: both")  # fmt: skip
+    p.add_argument("--sequence-length", type=int, default=64,
+                   help="--model-families training: tokens per sequence (default: as the translation rows' source "
+                   "plus target)")  # fmt: skip
+    p.add_argument("--prompt-length", type=int, default=8, help="--model-families causal-LM decoding: prompt tokens")
     p.add_argument("--output", type=Path, help="also write the markdown table here")
     return p.parse_args(argv)
 
@@ -167,6 +182,8 @@ def peak_step_memory(step, device: str) -> int:
 
 
 def time_training(models, batch, args, autocast_dtype=None) -> tuple[list[Timing], list[int | None]]:
+    """Training steps of each model on `batch` (`model(**batch).loss`, backward, an AdamW step), alternating model by
+    model within each repetition; the timings and each step's peak memory."""
     optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in models]
     autocast = (
         (lambda: torch.autocast(args.device.split(":")[0], dtype=autocast_dtype)) if autocast_dtype else nullcontext
@@ -298,6 +315,96 @@ def benchmark_size(size: str, args, rates: dict) -> list[str]:
                 ours, marian = (t.rate(batch_size * args.new_tokens) for t in timings)
                 rows.append(row(f"{name} new tokens/s, batch {batch_size}", fmt_rate(ours), fmt_rate(marian),
                                 ours[0] / marian[0]))  # fmt: skip
+    del models
+    gc.collect()
+    return rows
+
+
+# ---- the decoder-only and encoder-only models against GPT-2 and BERT -----------------------------------------------
+
+FAMILIES = {  # --model-families: row label, vaswani's class, the peer's (transformers) class
+    "causal-lm": ("causal LM", "VaswaniForCausalLM", "GPT2LMHeadModel"),
+    "masked-lm": ("masked LM", "VaswaniForMaskedLM", "BertForMaskedLM"),
+}
+MASKED_SHARE = 0.15  # masked LM: the share of positions with a label (BERT's), the rest -100
+
+
+def build_family_pair(family: str, size: str, device: str, attn: str):
+    """vaswani's `family` model and its peer, of the same size: the peer's config made by the training scripts'
+    own helpers (`gpt2_config_like`, `bert_config_like`), so that the benchmark times the pairs those jobs compare.
+    Different architectures: fresh weights each, from the same seed."""
+    import transformers
+
+    from vaswani.scripts.train_classifier import bert_config_like
+    from vaswani.scripts.train_language_model import gpt2_config_like
+
+    preset, vocab = SIZES[size]
+    config = vaswani.VaswaniConfig.from_preset(preset, vocab_size=vocab, max_position_embeddings=512)
+    if family == "causal-lm":
+        peer_config = gpt2_config_like(config)
+    else:
+        peer_config = bert_config_like(config, SimpleNamespace(pad_token_id=config.pad_token_id))
+    _, ours_name, peer_name = FAMILIES[family]
+    models = []
+    for model_class, model_config in ((getattr(vaswani, ours_name), config),
+                                      (getattr(transformers, peer_name), peer_config)):  # fmt: skip
+        torch.manual_seed(0)
+        model = model_class._from_config(model_config, attn_implementation=attn).to(device)
+        if family == "causal-lm":  # as build_pair: every sequence runs to the fixed length
+            model.generation_config.update(num_beams=1, max_length=None, eos_token_id=None, forced_eos_token_id=None)
+        models.append(model)
+    return models
+
+
+def family_batch(family: str, vocab_size: int, batch: int, length: int, device: str, seed: int = 0) -> dict:
+    """Random ids, unpadded; causal LM: labels = the inputs (shifted inside either model); masked LM: labels = the
+    inputs at `MASKED_SHARE` of the positions, -100 at the rest."""
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(4, vocab_size, (batch, length), generator=g)
+    labels = input_ids.clone()
+    if family == "masked-lm":
+        labels[torch.rand(batch, length, generator=g) >= MASKED_SHARE] = -100
+    inputs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels)
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+def benchmark_family(family: str, size: str, args) -> list[str]:
+    """The rows of one family at one size: training tokens/s (fp32, and bf16 autocast with --bf16), the training
+    step's peak memory and, for the causal LM, greedy decoding's new tokens/s at each generation batch size; vaswani
+    and the peer alternating."""
+    label, ours_name, peer_name = FAMILIES[family]
+    models = build_family_pair(family, size, args.device, args.attn_implementation)
+    config = models[0].config
+    params = [m.num_parameters() for m in models]
+    stack = "decoder" if family == "causal-lm" else "encoder"  # the config fields of the one stack
+    shape = "/".join(str(getattr(config, f"{stack}_{field}")) for field in ("layers", "attention_heads", "ffn_dim"))
+    rows = [f"| **{size}** {label} ({config.d_model}/{shape}, vocab {config.vocab_size}): {ours_name} "
+            f"{params[0]:,} parameters, {peer_name} {params[1]:,} | | | |"]  # fmt: skip
+    batch = family_batch(family, config.vocab_size, args.batch_size, args.sequence_length, args.device)
+    tokens = args.batch_size * args.sequence_length
+    precisions = [("fp32", None)] + ([("bf16 autocast", torch.bfloat16)] if args.bf16 else [])
+    for precision, autocast_dtype in precisions:
+        logger.info("%s: %s training, %s", size, label, precision)
+        timings, peaks = time_training(models, batch, args, autocast_dtype)
+        ours, peer = (t.rate(tokens) for t in timings)
+        rows.append(row(f"{label} train tokens/s, {precision}", fmt_rate(ours), fmt_rate(peer), ours[0] / peer[0]))
+        if precision == "fp32":
+            mib = [p / 2**20 for p in peaks]
+            rows.append(row(f"{label} train step peak memory, MiB", f"{mib[0]:,.1f}", f"{mib[1]:,.1f}",
+                            mib[0] / mib[1]))  # fmt: skip
+    if family == "causal-lm" and not args.skip_generation:
+        for model in models:
+            model.eval()
+        for batch_size in args.generation_batch_sizes:
+            logger.info("%s: %s greedy decoding, batch %d", size, label, batch_size)
+            prompt = family_batch(family, config.vocab_size, batch_size, args.prompt_length, args.device, seed=1)
+            prompt.pop("labels")
+            options = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
+            with torch.no_grad():
+                timings = time_decoding(models, prompt, options, args, warmup=max(1, args.warmup - 1))
+            ours, peer = (t.rate(batch_size * args.new_tokens) for t in timings)
+            rows.append(row(f"{label} greedy new tokens/s, batch {batch_size}", fmt_rate(ours), fmt_rate(peer),
+                            ours[0] / peer[0]))  # fmt: skip
     del models
     gc.collect()
     return rows
@@ -685,6 +792,29 @@ def main(argv: list[str] | None = None) -> str:
     ]
     for size in args.sizes:
         lines += benchmark_size(size, args, rates)
+    if args.model_families is not None:
+        families = list(dict.fromkeys(args.model_families or FAMILIES))  # no value: all; each once
+        peers = "; ".join(f"{FAMILIES[f][0]}: {FAMILIES[f][1]} against {FAMILIES[f][2]}" for f in families)
+        labels = {"causal-lm": "causal LM: labels = the inputs",
+                  "masked-lm": f"masked LM: {MASKED_SHARE:.0%} of the positions labelled"}  # fmt: skip
+        decoding = (
+            f"; greedy decoding of {args.new_tokens} new tokens from {args.prompt_length}-token random prompts"
+            if "causal-lm" in families and not args.skip_generation
+            else ""
+        )
+        lines += [
+            "",
+            f"vaswani's other shapes against the transformers model of identical size (width/layers/heads/feed-forward "
+            f"width, vocabulary, dropout; the peer otherwise as it is): {peers}. Training batch {args.batch_size} x "
+            f"{args.sequence_length} tokens, unpadded ({'; '.join(labels[f] for f in families)}){decoding}. Medians "
+            f"of {args.repeats} repetitions after {args.warmup} warm-up, (range).",
+            "",
+            "| | vaswani | peer | vaswani / peer |",
+            "| --- | --- | --- | --- |",
+        ]
+        for size in args.sizes:
+            for family in families:
+                lines += benchmark_family(family, size, args)
     if args.profile_decoding:
         lines += [
             "",

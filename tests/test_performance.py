@@ -268,6 +268,32 @@ def test_benchmark_script_runs(tmp_path):
     assert (tmp_path / "bench.md").read_text().strip() == table.strip()
 
 
+def test_benchmark_script_times_the_decoder_only_and_encoder_only_models_against_gpt2_and_bert():
+    table = benchmark.main(["--sizes", "tiny", "--repeats", "1", "--warmup", "1", "--batch-size", "4",
+                            "--source-length", "8", "--target-length", "8", "--new-tokens", "4",
+                            "--generation-batch-sizes", "1", "8", "--sequence-length", "16", "--prompt-length", "4",
+                            "--model-families"])  # fmt: skip
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "train tokens/s, fp32" in rows  # the translation rows stay
+    assert "| | vaswani | peer | vaswani / peer |" in table
+    assert "causal LM: VaswaniForCausalLM against GPT2LMHeadModel" in table
+    assert "masked LM: VaswaniForMaskedLM against BertForMaskedLM" in table
+    for name in ("causal LM train tokens/s, fp32", "causal LM greedy new tokens/s, batch 1",
+                 "causal LM greedy new tokens/s, batch 8", "masked LM train tokens/s, fp32"):  # fmt: skip
+        cells = [cell.strip() for cell in rows[name].strip(" |").split("|")]
+        ours, peer = (float(cell.split()[0].replace(",", "")) for cell in cells[1:3])
+        assert ours > 0 and peer > 0 and cells[3].endswith("x"), name
+    assert "causal LM train step peak memory, MiB" in rows and "masked LM train step peak memory, MiB" in rows
+    # one option value: that family only; without the option, no second table
+    only = benchmark.main(["--sizes", "tiny", "--repeats", "1", "--warmup", "0", "--batch-size", "2",
+                           "--source-length", "4", "--target-length", "4", "--sequence-length", "8",
+                           "--skip-generation", "--model-families", "masked-lm"])  # fmt: skip
+    assert "masked LM train tokens/s, fp32" in only and "causal LM" not in only
+    assert "| | vaswani | peer |" not in benchmark.main(["--sizes", "tiny", "--repeats", "1", "--warmup", "0",
+                                                        "--batch-size", "2", "--source-length", "4",
+                                                        "--target-length", "4", "--skip-generation"])  # fmt: skip
+
+
 def test_a_decoding_step_reads_the_decoder_weights_but_the_cross_attention_keys_and_values():
     model = tiny_model()
     config = model.config
