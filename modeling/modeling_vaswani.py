@@ -1191,8 +1191,9 @@ class VaswaniForMaskedLM(VaswaniEncoderOnlyPreTrainedModel):
     pretraining, `AutoModelForMaskedLM` for "vaswani", `pipeline("fill-mask")`. The tokenizer needs a mask token:
     `tokenizer.add_special_tokens({"mask_token": "<mask>"})` and `model.resize_token_embeddings(len(tokenizer))`.
 
-    `forward(input_ids, attention_mask, labels)` gives the logits (B, S, V) and, with `labels` (-100 where no loss is
-    wanted, as `DataCollatorForLanguageModeling(mlm=True)` makes them), the loss over the masked tokens."""
+    `VaswaniForMaskedLM(config)` builds it from a `VaswaniConfig` (its `encoder_*` fields), `from_pretrained` loads
+    one. `forward(input_ids, attention_mask, labels)` gives the logits (B, S, V) and, with `labels` (-100 where no
+    loss is wanted, as `DataCollatorForLanguageModeling(mlm=True)` makes them), the loss over the masked tokens."""
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
 
@@ -1218,8 +1219,9 @@ class VaswaniForMaskedLM(VaswaniEncoderOnlyPreTrainedModel):
         labels: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MaskedLMOutput:
-        r"""`input_ids` (B, S) with the masked positions replaced, `attention_mask` (B, S), `labels` (B, S): the
-        original ids at the masked positions and -100 elsewhere. `kwargs`: `num_items_in_batch` (Trainer's),
+        r"""`input_ids` (B, S) with the masked positions replaced (or `inputs_embeds` (B, S, d_model), their
+        embedding rows), `attention_mask` (B, S), `labels` (B, S): the original ids at the masked positions and -100
+        elsewhere. `kwargs`: `num_items_in_batch` (Trainer's),
         `label_smoothing` (Section 5.4's epsilon, default 0) and transformers' output flags. Returns a
         `MaskedLMOutput` with `logits` (B, S, V) and, with `labels`, `loss` (the mean over labelled positions, or
         the sum over `num_items_in_batch`)."""
@@ -1268,9 +1270,11 @@ class VaswaniForSequenceClassification(VaswaniEncoderOnlyPreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput:
-        r"""`input_ids` (B, S), `attention_mask` (B, S), and `labels`: class ids (B,) for single-label, floats
-        (B, num_labels) of 0/1 for multi-label, floats (B,) for regression. Returns a `SequenceClassifierOutput`
-        with `logits` (B, num_labels) and, with `labels`, `loss`."""
+        r"""`input_ids` (B, S) or `inputs_embeds` (B, S, d_model), `attention_mask` (B, S), and `labels`: class
+        ids (B,) for single-label, floats (B, num_labels) of 0/1 for multi-label, floats (B,) for regression.
+        `kwargs`: transformers' output flags (and Trainer's `num_items_in_batch`, not needed: one label per
+        sequence); any other keyword raises a TypeError. Returns a `SequenceClassifierOutput` with `logits`
+        (B, num_labels) and, with `labels`, `loss`."""
         kwargs.pop("num_items_in_batch", None)  # one label per sequence: the batch mean is the loss
         problem_type = self.config.problem_type or ("regression" if self.config.num_labels == 1 else None)
         if labels is not None and problem_type in (None, "single_label_classification"):  # before any work
@@ -1287,7 +1291,9 @@ class VaswaniForSequenceClassification(VaswaniEncoderOnlyPreTrainedModel):
 
 class VaswaniForTokenClassification(VaswaniEncoderOnlyPreTrainedModel):
     """The encoder with a linear classifier on every output vector: `AutoModelForTokenClassification`,
-    `pipeline("token-classification")` (tagging, named entities)."""
+    `pipeline("token-classification")` (tagging, named entities). `VaswaniForTokenClassification(config)` builds it
+    from a `VaswaniConfig` with `num_labels`; `from_pretrained(masked_lm_or_translation_checkpoint, num_labels=...)`
+    starts from a trained encoder."""
 
     def __init__(self, config: VaswaniConfig):
         config = shaped(config, is_encoder_decoder=False)
@@ -1305,8 +1311,9 @@ class VaswaniForTokenClassification(VaswaniEncoderOnlyPreTrainedModel):
         labels: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> TokenClassifierOutput:
-        r"""`input_ids` (B, S), `attention_mask` (B, S), `labels` (B, S): a class id per token, -100 where no loss is
-        wanted (padding, a word's later pieces). Returns a `TokenClassifierOutput` with `logits` (B, S, num_labels)
+        r"""`input_ids` (B, S) or `inputs_embeds` (B, S, d_model), `attention_mask` (B, S), `labels` (B, S): a
+        class id per token, -100 where no loss is wanted (padding, a word's later pieces). `kwargs`: Trainer's
+        `num_items_in_batch` and transformers' output flags; any other keyword raises a TypeError. Returns a `TokenClassifierOutput` with `logits` (B, S, num_labels)
         and, with `labels`, `loss` (the mean over labelled tokens, or the sum over Trainer's `num_items_in_batch`)."""
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         if labels is not None:  # before any work
@@ -1360,7 +1367,8 @@ class VaswaniDecoderModel(VaswaniPreTrainedModel):
         r"""`input_ids` (B, T): the tokens (the new ones when `cache` holds the past), or `inputs_embeds`
         (B, T, d_model); `attention_mask` (B, past + T), 0 at padding, left or right; `position_ids` (B, T), by
         default counted from each row's first real token; `cache` (also `past_key_values`): a `DynamicCache`, built
-        here when `use_cache` is set outside training. Returns a `BaseModelOutputWithPast`."""
+        here when `use_cache` is set outside training. `kwargs`: only transformers' `output_attentions` /
+        `output_hidden_states`. Returns a `BaseModelOutputWithPast`."""
         reject_unknown_kwargs(kwargs, type(self).__name__)
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
             inputs = input_ids if input_ids is not None else inputs_embeds
@@ -1393,6 +1401,9 @@ class VaswaniForCausalLM(VaswaniPreTrainedModel, GenerationMixin):
     - `generate(**tokenizer(prompts, return_tensors="pt"))`: greedy, beam or sampling with a key/value cache;
       a left-padded batch (`tokenizer.padding_side = "left"`) gives each row what it gives alone. Prompts must not
       end in `</s>`: load the tokenizer with `add_eos_token=False`.
+
+    `VaswaniForCausalLM(config)` builds it from a `VaswaniConfig` (its `decoder_*` fields); `from_pretrained` loads
+    one (with `trust_remote_code=True` where the plugin is not installed).
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
@@ -1481,7 +1492,9 @@ class VaswaniForCausalLM(VaswaniPreTrainedModel, GenerationMixin):
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, *args, **kwargs):
         """`GenerationMixin.generate`, unchanged but for one check before any decoding work: learned positions that
         stop short of the longest output are refused (with any cache), and with a static cache (compiled decoding)
-        the sinusoid table is extended to it. Arguments are transformers'."""
+        the sinusoid table is extended to it. `inputs` (or `input_ids=`) are the prompts' ids, (B, T), with their
+        `attention_mask`; `generation_config`, `args` and `kwargs` (`max_new_tokens`, `do_sample`, `num_beams`, ...)
+        are transformers'. Returns the prompts followed by the generated ids."""
         config = generation_config or self.generation_config
         static = (kwargs.get("cache_implementation") or config.cache_implementation) not in (None, "dynamic")
         if static or self.config.position_embedding_type == "learned":
