@@ -41,6 +41,9 @@ CLASSES = (VaswaniEncoderModel, *HEADS)
 AUTO = {VaswaniEncoderModel: AutoModel, VaswaniForMaskedLM: AutoModelForMaskedLM,
         VaswaniForSequenceClassification: AutoModelForSequenceClassification,
         VaswaniForTokenClassification: AutoModelForTokenClassification}  # fmt: skip
+TASKS = {VaswaniEncoderModel: "feature-extraction", VaswaniForMaskedLM: "fill-mask",
+         VaswaniForSequenceClassification: "text-classification",
+         VaswaniForTokenClassification: "token-classification"}  # fmt: skip
 ids_of = {cls: cls.__name__ for cls in CLASSES}.get
 
 
@@ -103,6 +106,9 @@ def test_masked_lm_output_projection_is_the_embedding_matrix():
     assert model.lm_head.weight is model.model.shared.weight is model.model.encoder.embed_tokens.weight
     assert model.get_output_embeddings() is model.lm_head
     assert model.get_input_embeddings().weight is model.lm_head.weight
+    model.resize_token_embeddings(130)  # after adding a mask token to the tokenizer
+    assert model.lm_head.weight is model.model.shared.weight is model.model.encoder.embed_tokens.weight
+    assert model.config.vocab_size == 130 and model(torch.tensor([[129, 5]])).logits.shape == (1, 2, 130)
 
 
 def test_parameter_counts_are_encoder_plus_head():
@@ -177,6 +183,10 @@ def test_right_padding_changes_nothing(cls):
     input_ids, attention_mask = random_batch(batch_size=3, length=9)
     with torch.no_grad():
         batched = main_output(model(input_ids=input_ids, attention_mask=attention_mask))
+        other_padding = input_ids.masked_fill(attention_mask == 0, 7)  # masked: what stands there does not matter
+        other = main_output(model(input_ids=other_padding, attention_mask=attention_mask))
+        real = slice(None) if cls is VaswaniForSequenceClassification else attention_mask == 1
+        torch.testing.assert_close(other[real], batched[real], rtol=0, atol=1e-5)
         for i in range(3):
             n = int(attention_mask[i].sum())
             alone = main_output(model(input_ids=input_ids[i : i + 1, :n]))
@@ -187,24 +197,8 @@ def test_right_padding_changes_nothing(cls):
 
 
 # ---- 3. Trainer -------------------------------------------------------------------------------------------------
-WORDS = [
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "sat",
-    "ran",
-    "on",
-    "in",
-    "park",
-    "mat",
-    "house",
-    "red",
-    "big",
-    "small",
-    "old",
-    "tree",
-]
+WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "in", "park", "mat", "house", "red", "big", "small", "old",
+         "tree"]  # fmt: skip
 
 
 def word_task(n: int, seed: int) -> tuple[list[str], list[int]]:
@@ -489,46 +483,64 @@ def test_push_to_hub_as_remote_code_needs_no_tags(without_plugin):
     reason="model_card reads model.generation_config, which the encoder-only classes "
     "lack (no GenerationMixin), so the plugin's push_to_hub fails; its card is a translation card",
 )
-@pytest.mark.parametrize("cls", [VaswaniForSequenceClassification], ids=ids_of)
+@pytest.mark.parametrize("cls", CLASSES, ids=ids_of)
 def test_the_plugins_model_card_fits_an_encoder_only_model(cls):
-    """`push_to_hub` with the plugin installed writes vaswani's card (checkpoint_vaswani.push_with_model_card)."""
+    """`push_to_hub` with the plugin installed writes vaswani's card (checkpoint_vaswani.push_with_model_card): it
+    should name the model's own task."""
     from vaswani.modeling.model_card import model_card
 
-    card = model_card(cls(tiny_config()), "me/classifier")
-    assert card.data.pipeline_tag == "text-classification"
+    card = model_card(cls(tiny_config()), "me/encoder")
+    assert card.data.pipeline_tag == TASKS[cls]
 
 
 # ---- 7. pipelines ---------------------------------------------------------------------------------------------------
 def test_pipelines(tokenizer):
-    config = tiny_config(vocab_size=len(tokenizer), num_labels=3)
+    """Each pipeline returns its usual structure, and what it says is what the model computes."""
+    labels = {0: "negative", 1: "neutral", 2: "positive"}
+    config = tiny_config(vocab_size=len(tokenizer), id2label=labels, label2id={v: k for k, v in labels.items()})
     torch.manual_seed(0)
-    fill = pipeline("fill-mask", model=VaswaniForMaskedLM(config).eval(), tokenizer=tokenizer)
-    guesses = fill("the cat <mask> on the mat", top_k=3)
-    assert len(guesses) == 3 and {"score", "token", "token_str", "sequence"} <= set(guesses[0])
-    assert guesses[0]["score"] >= guesses[1]["score"] >= guesses[2]["score"]
-    assert all(0 <= g["token"] < len(tokenizer) - 1 for g in guesses)  # never the mask itself... nor out of range
+    masked_lm = VaswaniForMaskedLM(config).eval()
+    text = "the cat <mask> on the mat"
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    (where,) = (ids[0] == tokenizer.mask_token_id).nonzero()[0]  # the typed "<mask>" is the mask token, once
+    with torch.no_grad():
+        probs = masked_lm(ids).logits[0, where].softmax(-1)
+    guesses = pipeline("fill-mask", model=masked_lm, tokenizer=tokenizer)(text, top_k=3)
+    assert [g["token"] for g in guesses] == probs.topk(3).indices.tolist()
+    for guess in guesses:
+        assert guess["score"] == pytest.approx(probs[guess["token"]].item(), abs=1e-6)
+        filled = ids[0].clone()
+        filled[where] = guess["token"]
+        assert guess["sequence"] == tokenizer.decode(filled, skip_special_tokens=True)
+        assert guess["token_str"] == tokenizer.decode([guess["token"]])
 
-    classify = pipeline("text-classification", model=VaswaniForSequenceClassification(config).eval(),
-                        tokenizer=tokenizer)  # fmt: skip
-    results = classify(["the cat sat", "a big red apple tree"])
-    assert len(results) == 2 and all(r["label"] in {"LABEL_0", "LABEL_1", "LABEL_2"} for r in results)
-    assert all(1 / 3 <= r["score"] <= 1 for r in results)
-    every = classify("the cat sat", top_k=None)
-    assert sorted(r["label"] for r in every) == ["LABEL_0", "LABEL_1", "LABEL_2"]
-    assert sum(r["score"] for r in every) == pytest.approx(1, abs=1e-5)
+    classifier = VaswaniForSequenceClassification(config).eval()
+    texts = ["the cat sat", "a big red apple tree"]
+    with torch.no_grad():
+        probs = classifier(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1)
+    results = pipeline("text-classification", model=classifier, tokenizer=tokenizer)(texts, top_k=None)
+    for result, row in zip(results, probs, strict=True):
+        assert [r["label"] for r in result] == [labels[i] for i in row.argsort(descending=True).tolist()]
+        assert [r["score"] for r in result] == pytest.approx(row.sort(descending=True).values.tolist(), abs=1e-6)
 
-    tag = pipeline("token-classification", model=VaswaniForTokenClassification(config).eval(), tokenizer=tokenizer)
-    tags = tag("the cat sat")
-    assert len(tags) == len(tokenizer("the cat sat", add_special_tokens=False).input_ids)
-    assert all({"entity", "score", "index", "word", "start", "end"} <= set(t) for t in tags)
-    assert [t["index"] for t in tags] == list(range(len(tags)))
+    tagger = VaswaniForTokenClassification(config).eval()
+    encoded = tokenizer("the cat sat", return_tensors="pt", return_offsets_mapping=True)
+    offsets = encoded.pop("offset_mapping")[0]
+    with torch.no_grad():
+        predicted = tagger(**encoded).logits[0].argmax(-1)
+    tags = pipeline("token-classification", model=tagger, tokenizer=tokenizer)("the cat sat")
+    real = len(encoded.input_ids[0]) - 1  # every token but the closing </s>
+    assert [t["index"] for t in tags] == list(range(real))
+    assert [t["entity"] for t in tags] == [labels[i] for i in predicted[:real].tolist()]
+    assert [[t["start"], t["end"]] for t in tags] == offsets[:real].tolist()
 
     encoder = VaswaniEncoderModel(config).eval()
     features = pipeline("feature-extraction", model=encoder, tokenizer=tokenizer)("the cat sat")
-    ids = tokenizer("the cat sat", return_tensors="pt")
-    assert torch.tensor(features[0]).shape == (ids.input_ids.shape[1], config.d_model)
+    batch = tokenizer("the cat sat", return_tensors="pt")
     with torch.no_grad():
-        torch.testing.assert_close(torch.tensor(features), encoder(**ids).last_hidden_state)
+        expected = encoder(**batch).last_hidden_state  # (1, S, d_model)
+    assert torch.tensor(features).shape == expected.shape == (1, batch.input_ids.shape[1], config.d_model)
+    torch.testing.assert_close(torch.tensor(features), expected)
 
 
 # ---- 9. bad input -------------------------------------------------------------------------------------------------
