@@ -155,7 +155,10 @@ def model_card(
     datasets: list[str] | None = None,
     curves: str | None = None,
 ) -> ModelCard:
-    """The card for `model` as `repo_id`; `results` (eval_results.json) adds scores, languages and the recipe."""
+    """The card for `model` as `repo_id`; `results` (eval_results.json) adds scores, languages and the recipe. An
+    encoder-only or decoder-only model gets the card of its shape (`shape_card`)."""
+    if not model.config.is_encoder_decoder:
+        return shape_card(model, repo_id, license=license, datasets=datasets)
     results = results or {}
     datasets = datasets or ([results["dataset"]] if results.get("dataset") else None)
     languages = [code for code in (language_code(results.get("source_language")),
@@ -217,3 +220,68 @@ def decoding(generation_config) -> str:
     penalty = 1.0 if penalty is None else penalty
     paper = " (the paper's, Section 6.1)" if (beams, penalty) == (4, 0.6) else ""
     return f"`generate()` decodes by default with beam search, {beams} beams and length penalty {penalty}{paper}."
+
+
+# The encoder-only and decoder-only models (docs/shapes.md): what each is, its Auto class and pipeline task.
+SHAPES = {
+    "VaswaniForCausalLM": ("AutoModelForCausalLM", "text-generation", "decoder",
+                           "A GPT-style language model: the Transformer's decoder stack without encoder-decoder attention"),
+    "VaswaniDecoderModel": ("AutoModel", "feature-extraction", "decoder",
+                            "The Transformer's decoder stack alone, without encoder-decoder attention"),
+    "VaswaniForMaskedLM": ("AutoModelForMaskedLM", "fill-mask", "encoder",
+                           "A BERT-style masked language model: the Transformer's encoder stack"),
+    "VaswaniForSequenceClassification": ("AutoModelForSequenceClassification", "text-classification", "encoder",
+                                         "A sequence classifier on the Transformer's encoder stack (mean pooling)"),
+    "VaswaniForTokenClassification": ("AutoModelForTokenClassification", "token-classification", "encoder",
+                                      "A token classifier on the Transformer's encoder stack"),
+    "VaswaniEncoderModel": ("AutoModel", "feature-extraction", "encoder", "The Transformer's encoder stack alone"),
+}  # fmt: skip
+
+SHAPE_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+{{ summary }} (Vaswani et al., 2017, "Attention Is All You Need"), as implemented by
+[vaswani](https://pypi.org/project/vaswani/): post-LN residual blocks, sinusoidal positions, embeddings scaled by
+sqrt(d_model) and tied to the output projection.
+
+| | |
+|---|---|
+{% for name, value in architecture %}| {{ name }} | {{ value }} |
+{% endfor %}
+{% if deviations %}Deviations from the paper, as named config options: {{ deviations }}.
+{% else %}No deviation from the paper's architecture is switched on.
+{% endif %}
+## Usage
+
+```python
+import vaswani  # registers the model with the Auto classes; without it, pass trust_remote_code=True
+from transformers import {{ auto_class }}, AutoTokenizer, pipeline
+
+model = {{ auto_class }}.from_pretrained("{{ repo_id }}")
+tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
+task = pipeline("{{ task }}", model=model, tokenizer=tokenizer)
+```
+"""
+
+
+def shape_card(model, repo_id: str, *, license: str, datasets: list[str] | None) -> ModelCard:
+    """The card of an encoder-only or decoder-only model: what it is, its stack, and how to load it."""
+    name = type(model).__name__
+    auto_class, task, stack, summary = SHAPES.get(name, ("AutoModel", "feature-extraction", "encoder", name))
+    c = model.config
+    layers, heads, d_ff = (
+        (c.encoder_layers, c.encoder_attention_heads, c.encoder_ffn_dim) if stack == "encoder"
+        else (c.decoder_layers, c.decoder_attention_heads, c.decoder_ffn_dim)
+    )  # fmt: skip
+    architecture = [("d_model", c.d_model), (f"{stack} layers", layers), ("attention heads", heads), ("d_ff", d_ff),
+                    ("activation", c.activation_function), ("dropout", c.dropout), ("vocabulary", c.vocab_size),
+                    ("parameters", f"{model.num_parameters():,}")]  # fmt: skip
+    card_data = ModelCardData(license=license, library_name="transformers", pipeline_tag=task, datasets=datasets,
+                              tags=[CARD_TAG, task, "transformer", "custom_code"], model_name=repo_id.split("/")[-1])  # fmt: skip
+    return ModelCard.from_template(
+        card_data, template_str=SHAPE_TEMPLATE, model_name=repo_id.split("/")[-1], repo_id=repo_id, summary=summary,
+        architecture=architecture, deviations=deviations(c), auto_class=auto_class, task=task,
+    )  # fmt: skip

@@ -583,10 +583,10 @@ class VaswaniPreTrainedModel(PreTrainedModel):
         url = push_with_model_card(self, repo_id, commit_message=commit_message,
                                    commit_description=commit_description, private=private, token=token,
                                    revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, tags=tags)
-        if url is None:  # loaded as remote code, without the plugin: transformers' own card
+        if url is None:  # loaded as remote code, without the plugin: transformers' own card (which needs a list)
             return super().push_to_hub(repo_id, commit_message=commit_message, commit_description=commit_description,
                                        private=private, token=token, revision=revision, create_pr=create_pr,
-                                       max_shard_size=max_shard_size, tags=tags)  # fmt: skip
+                                       max_shard_size=max_shard_size, tags=tags or [])  # fmt: skip
         return url
 
 

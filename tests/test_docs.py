@@ -229,12 +229,25 @@ def test_changelog_has_an_entry_for_the_declared_version_newest_first():
     assert releases[-1] == (0, 1, 0)
 
 
+def test_readme_states_the_transformers_and_torch_windows_and_the_lock():
+    """The README's one line on versions (the table is docs/checkpoints.md's) says what pyproject and the lock say."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    windows = {Requirement(r).name: str(Requirement(r).specifier) for r in project["dependencies"]}
+    pins = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in ("transformers", "torch"):
+        window = ",".join(sorted(windows[name].split(","), key=lambda bound: not bound.startswith(">")))
+        assert f"{name} {window} (locked {pins[name].split('+')[0]}" in readme or (
+            f"{name} {window} ({pins[name].split('+')[0]}" in readme
+        ), f"the README's versions line does not say {name} {window}, locked {pins[name]}"
+
+
 def version_table(path: Path) -> dict[str, tuple[str, str]]:
     rows = re.findall(r"^\| (\S+) \| (>=[^|]+?) \| ([^|]+?) \|$", path.read_text(encoding="utf-8"), flags=re.M)
     return {name: (window.replace(" ", ""), locked.split()[0]) for name, window, locked in rows}
 
 
-@pytest.mark.parametrize("path", [ROOT / "README.md", ROOT / "docs" / "checkpoints.md"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [ROOT / "docs" / "checkpoints.md"], ids=lambda p: p.name)
 def test_version_tables_state_the_windows_and_the_lock(path):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     windows = {Requirement(r).name: Requirement(r).specifier for r in project["dependencies"]}
