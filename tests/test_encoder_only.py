@@ -446,16 +446,11 @@ WITHOUT_PLUGIN = """
         types[name] = [type(model).__name__, type(model).__module__.split(".")[0]]
         local[name] = outputs(model)
         if name == "VaswaniForSequenceClassification":
-            try:
-                model.push_to_hub(args["repo"])
-                push_error = None
-            except TypeError as error:  # transformers' push_to_hub given tags=None; the pull is tested all the same
-                push_error = f"{type(error).__name__}: {error}"
-                model.push_to_hub(args["repo"], tags=[])
+            model.push_to_hub(args["repo"])  # remote code's push_to_hub: transformers' own, with no tags given
     pulled = transformers.AutoModelForSequenceClassification.from_pretrained(
         args["repo"], trust_remote_code=True, cache_dir=args["home"] + "/fresh").eval()
     report(types=types, local=local, pulled=outputs(pulled), pulled_type=type(pulled).__name__,
-           files=HfApi().list_repo_files(args["repo"]), push_error=push_error)
+           files=HfApi().list_repo_files(args["repo"]))
 """
 
 
@@ -485,10 +480,6 @@ def test_a_classifier_pushed_to_the_hub_and_pulled_gives_the_same_logits(without
     assert torch.equal(torch.tensor(without_plugin["pulled"]), expected)
 
 
-def test_push_to_hub_as_remote_code_needs_no_tags(without_plugin):
-    assert without_plugin["push_error"] is None, without_plugin["push_error"]
-
-
 @pytest.mark.parametrize("cls", CLASSES, ids=ids_of)
 def test_the_plugins_model_card_fits_an_encoder_only_model(cls):
     """`push_to_hub` with the plugin installed writes vaswani's card (checkpoint_vaswani.push_with_model_card): it
@@ -497,6 +488,16 @@ def test_the_plugins_model_card_fits_an_encoder_only_model(cls):
 
     card = model_card(cls(tiny_config()), "me/encoder")
     assert card.data.pipeline_tag == TASKS[cls]
+    assert f'{AUTO[cls].__name__}.from_pretrained("me/encoder")' in card.text
+
+
+@pytest.mark.xfail(strict=True, reason="with the plugin imported, AutoModel maps VaswaniConfig to VaswaniModel (the "
+                   "translation base model): an encoder-only folder loads as VaswaniModel with a newly initialised "
+                   "decoder; auto_map's VaswaniEncoderModel serves remote code only")  # fmt: skip
+def test_automodel_with_the_plugin_gives_the_encoder_of_an_encoder_only_checkpoint(saved):
+    """What the model card of a `VaswaniEncoderModel` tells users to run."""
+    folder, _ = saved[VaswaniEncoderModel]
+    assert type(AutoModel.from_pretrained(folder)) is VaswaniEncoderModel
 
 
 # ---- 7. pipelines ---------------------------------------------------------------------------------------------------
