@@ -259,7 +259,7 @@ def test_masked_lm_trains_with_the_mlm_collator(tokenizer, tmp_path):
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.3)
     examples = [tokenizer(t) for t in texts]
     torch.manual_seed(5)
-    held_out = collator(examples[:32])
+    held_out = collator([tokenizer(t) for t in word_task(32, seed=4)[0]])  # sentences it does not train on
     assert (held_out["input_ids"] == tokenizer.mask_token_id).any() and (held_out["labels"] != -100).any()
 
     def loss() -> float:
