@@ -590,6 +590,14 @@ class VaswaniPreTrainedModel(PreTrainedModel):
         return url
 
 
+# The base model of each encoder-only and decoder-only class: what `AutoModel` gives for its checkpoints.
+ONE_STACK_BASES = {
+    **dict.fromkeys(("VaswaniEncoderModel", "VaswaniForMaskedLM", "VaswaniForSequenceClassification",
+                     "VaswaniForTokenClassification"), "VaswaniEncoderModel"),
+    **dict.fromkeys(("VaswaniDecoderModel", "VaswaniForCausalLM"), "VaswaniDecoderModel"),
+}  # fmt: skip
+
+
 def shaped(config: VaswaniConfig, is_encoder_decoder: bool) -> VaswaniConfig:
     """The config for one of the three shapes: one `VaswaniConfig` describes them all, and `is_encoder_decoder`
     (read by transformers' generate, Trainer and pipelines) says which one a model is. A copy where it differs (as
@@ -844,6 +852,20 @@ class VaswaniModel(VaswaniPreTrainedModel):
             self.shared = None
             self._tied_weights_keys = {}
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' `from_pretrained`, except under `AutoModel` for an encoder-only or decoder-only checkpoint:
+        one config class has one AutoModel (this class), so `AutoModel.from_pretrained(folder)` of a masked-LM,
+        classifier or causal-LM checkpoint returns its own base model, `VaswaniEncoderModel` or
+        `VaswaniDecoderModel` (as `auto_map` says for remote code), not this encoder-decoder with a new decoder or
+        encoder. The choice is read off the `config` that AutoModel passes (its `architectures`)."""
+        config = kwargs.get("config")
+        if cls is VaswaniModel and isinstance(config, VaswaniConfig) and not config.is_encoder_decoder:
+            base = ONE_STACK_BASES.get(next(iter(config.architectures or ()), None))
+            if base is not None:
+                return globals()[base].from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.embed_tokens

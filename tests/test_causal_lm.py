@@ -10,6 +10,7 @@ from safetensors import safe_open
 from test_generation import DECODING, compile_on_a_cpu, generate
 from test_hub import client, hub  # noqa: F401  (the local Hub-compatible server fixture)
 from transformers import (
+    AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
@@ -305,6 +306,9 @@ def test_save_and_load_round_trip(tmp_path):
     assert config["auto_map"]["AutoModel"] == "modeling_vaswani.VaswaniDecoderModel"
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_vaswani.VaswaniForCausalLM"
     assert "custom_pipelines" not in config  # the translation pipelines are not this model's
+    # AutoModel (with the plugin: VaswaniModel's from_pretrained decides) gives the decoder, not an encoder-decoder.
+    base, info = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert type(base) is vaswani.VaswaniDecoderModel and not info["missing_keys"], info
 
 
 def test_text_generation_pipeline(tokenizer, tmp_path):
