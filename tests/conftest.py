@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
@@ -52,6 +54,17 @@ def learn_pairs(pairs: list[tuple[str, str]], folder, **overrides):
 @pytest.fixture
 def model():
     return tiny_model()
+
+
+@pytest.fixture(autouse=True)
+def transformers_log_level_restored():
+    """Console scripts run in-process (benchmark, serving-quality) quiet transformers' logger for their command
+    line; each test starts from the session's level, so that a later test sees transformers' warnings (its own
+    model tests read the "Reinit due to size mismatch" report)."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 # The pytest marks of transformers' own model tests (tests/test_transformers_common.py), registered so that running

@@ -164,10 +164,11 @@ class VaswaniOneStackTester(VaswaniModelTester):
 
 # ... and for the encoder-only models only:
 NOT_RUN_ENCODER_ONLY = {
-    "test_load_with_mismatched_shapes": "it loads a classification checkpoint with `AutoModel`, which for a vaswani "
-    "config is the encoder-decoder `VaswaniModel` (one config class has one AutoModel; BART's and T5's causal-LM and "
-    "encoder checkpoints meet the same), and calls it without decoder inputs. The same test's classification half "
-    "is test_can_load_ignoring_mismatched_shapes, which runs; docs/shapes.md says to use `VaswaniEncoderModel`",
+    "test_load_with_mismatched_shapes": "it loads a classification checkpoint with `AutoModel` and the tester's "
+    "config, which names no `architectures`: vaswani's AutoModel picks the base of a checkpoint's shape from them "
+    "(docs/shapes.md), so here it builds the encoder-decoder `VaswaniModel` and calls it without decoder inputs. "
+    "The classification half of the test is test_can_load_ignoring_mismatched_shapes, which runs; "
+    "test_encoder_only.py checks AutoModel of saved encoder-only checkpoints",
 }
 
 
