@@ -12,6 +12,15 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 CARD_TAG = "vaswani"  # a card carrying this tag was made here; `push_to_hub` keeps it instead of writing a new one
 
+# The architecture table and the named deviations: the same in both cards.
+ARCHITECTURE = """| | |
+|---|---|
+{% for name, value in architecture %}| {{ name }} | {{ value }} |
+{% endfor %}
+{% if deviations %}Deviations from the paper, as named config options: {{ deviations }}.
+{% else %}No deviation from the paper's architecture is switched on.
+{% endif %}"""
+
 TEMPLATE = """---
 {{ card_data }}
 ---
@@ -26,13 +35,7 @@ The encoder-decoder Transformer of Vaswani et al. (2017), "Attention Is All You 
 [vaswani](https://pypi.org/project/vaswani/): post-LN residual blocks, sinusoidal positions, embeddings scaled by
 sqrt(d_model) and shared between encoder, decoder and output projection (Sections 3.1-3.5).
 
-| | |
-|---|---|
-{% for name, value in architecture %}| {{ name }} | {{ value }} |
-{% endfor %}
-{% if deviations %}Deviations from the paper, as named config options: {{ deviations }}.
-{% else %}No deviation from the paper's architecture is switched on.
-{% endif %}
+""" + ARCHITECTURE + """
 ## Training
 
 {% if training %}| | |
@@ -247,13 +250,7 @@ SHAPE_TEMPLATE = """---
 [vaswani](https://pypi.org/project/vaswani/): post-LN residual blocks, sinusoidal positions, embeddings scaled by
 sqrt(d_model) and tied to the output projection.
 
-| | |
-|---|---|
-{% for name, value in architecture %}| {{ name }} | {{ value }} |
-{% endfor %}
-{% if deviations %}Deviations from the paper, as named config options: {{ deviations }}.
-{% else %}No deviation from the paper's architecture is switched on.
-{% endif %}
+""" + ARCHITECTURE + """
 ## Usage
 
 ```python
