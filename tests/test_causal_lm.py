@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import random_batch, tiny_config, tiny_model
 from safetensors import safe_open
-from test_generation import DECODING, compile_on_a_cpu, generate
+from test_generation import DECODING, check_static_cache_compiles_once, generate
 from test_hub import client, hub  # noqa: F401  (the local Hub-compatible server fixture)
 from transformers import (
     AutoModel,
@@ -209,17 +209,7 @@ def test_static_cache_decodes_like_the_dynamic_cache(num_beams):
 def test_greedy_decoding_with_a_static_cache_compiles_and_gives_the_eager_tokens():
     """As test_generation's test for the translation model: the decoding step compiled with TorchDynamo (the
     "eager" backend, no inductor code generation), full graph, once, and not again for a shorter length."""
-    model = causal_model("sdpa")
-    input_ids, attention_mask = prompts(2, 9)
-    eager = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=10)
-    options = dict(cache_implementation="static", compile_config=compile_on_a_cpu())
-    torch._dynamo.reset()
-    compiled = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=10, **options)
-    assert hasattr(model, "_compiled_call")  # the decoding step was compiled, with no graph break (fullgraph)
-    assert torch.equal(compiled, eager)
-    with torch.compiler.set_stance("fail_on_recompile"):
-        shorter = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6, **options)
-    assert torch.equal(shorter, eager[:, : shorter.shape[1]])
+    check_static_cache_compiles_once(causal_model("sdpa"), *prompts(2, 9))
 
 
 @pytest.mark.parametrize("cache_implementation", [None, "static"])

@@ -138,8 +138,12 @@ def test_greedy_decoding_with_a_static_cache_compiles_once_and_not_again_for_a_s
     """What transformers' test_generate_compile_model_forward_fullgraph and
     test_static_cache_no_recompile_with_smaller_length check: beam search is never compiled automatically, so a
     model whose default was the paper's beam never took this path."""
-    model = tiny_model("sdpa")
-    input_ids, attention_mask = random_batch(2, 9)
+    check_static_cache_compiles_once(tiny_model("sdpa"), *random_batch(2, 9))
+
+
+def check_static_cache_compiles_once(model, input_ids, attention_mask) -> None:
+    """Greedy decoding with a static cache, the step compiled (full graph) once: the eager tokens, and no
+    recompilation for a shorter length. Also run for the decoder-only model (test_causal_lm)."""
     eager = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=10)
     options = dict(cache_implementation="static", compile_config=compile_on_a_cpu())
     torch._dynamo.reset()
